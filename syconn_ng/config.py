@@ -1,0 +1,226 @@
+"""`syconn.toml`: the analysis config as typed dataclasses with documented defaults.
+
+Defaults live here and nowhere else. Each section is a dataclass; every field's comment is
+written into the TOML that `syconn-ng init` (and `syconn-ng synth`) produce, so the file a
+user edits documents itself. Relative paths are relative to the analysis directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_type_hints
+
+from syconn_ng.errors import ConfigError
+
+CONFIG_NAME = "syconn.toml"
+
+
+def _f(default, doc: str, **kw):
+    """A dataclass field carrying its documentation (written as a TOML comment)."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"doc": doc, **kw})
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+@dataclass
+class DatasetConfig:
+    """Where the input data is."""
+
+    raw: str = _f("raw", "raw EM: a precomputed image layer (local path, file://, gs://, s3://, https://)")
+    skeletons: list[str] = _f(["skeletons/*.k.zip"], "KNOSSOS skeleton files (.nml/.k.zip, glob patterns); one tree = one cell")
+    voxel_size_nm: list[float] = _f([10.0, 10.0, 20.0], "voxel size at mag 1 in nm (x, y, z); must match the raw layer")
+
+
+@dataclass
+class ChunkingConfig:
+    """How volume stages split the dataset into tasks."""
+
+    chunk_size: list[int] = _f([128, 128, 64], "output chunk size in voxels (x, y, z) of every layer written")
+    task_size: list[int] = _f([256, 256, 128], "voxels per volume task (a multiple of chunk_size)")
+    missing_chunks: str = _f("error", "a missing input chunk is an 'error' or read as 'zeros'")
+
+
+@dataclass
+class ExecutorConfig:
+    """Where tasks run."""
+
+    kind: str = _f("local", "local (process pool) | dask (scheduler address) | slurm | sge (dask-jobqueue)")
+    workers: int = _f(0, "worker processes for local and jobqueue clusters; 0 = all cores")
+    scheduler: str = _f("", "dask scheduler address (tcp://host:8786) for kind = 'dask'")
+    retries: int = _f(2, "times a failing task is retried before it is reported as failed")
+    jobqueue: dict = _f({}, "keyword arguments for the dask-jobqueue cluster (queue, cores, memory, walltime, ...)")
+
+
+@dataclass
+class OracleConfig:
+    """Ground-truth layers fed to stages instead of the previous stage's output (to score stages alone)."""
+
+    barrier: str = _f("", "a barrier layer to use instead of the barrier CNN's output ('' = use the CNN)")
+    organelles: str = _f("", "a 3-channel (sj, vc, mi) layer to use instead of the organelle CNN's output")
+
+
+@dataclass
+class ObjectsConfig:
+    """The `objects` stage: organelle probabilities → connected objects with global ids."""
+
+    threshold_sj: float = _f(4 / 21, "sj threshold as a fraction of full scale (SyConn: 4/21)")
+    threshold_vc: float = _f(6 / 21, "vc threshold as a fraction of full scale (SyConn: 6/21)")
+    threshold_mi: float = _f(9 / 21, "mi threshold as a fraction of full scale (SyConn: 9/21)")
+    hysteresis_low: float = _f(0.0, "if > 0: keep components that reach the threshold, grown down to this fraction")
+    connectivity: int = _f(26, "voxel connectivity of objects: 6, 18 or 26")
+    min_voxels_sj: int = _f(8, "smaller sj objects are dropped")
+    min_voxels_vc: int = _f(8, "smaller vc objects are dropped")
+    min_voxels_mi: int = _f(20, "smaller mi objects are dropped")
+
+
+@dataclass
+class Config:
+    """The whole `syconn.toml`."""
+
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+
+    def section_params(self, name: str) -> dict:
+        """A section as a plain dict (what a stage's parameter hash is computed from)."""
+        return dataclasses.asdict(getattr(self, name))
+
+
+_CHOICES = {
+    ("executor", "kind"): {"local", "dask", "slurm", "sge"},
+    ("chunking", "missing_chunks"): {"error", "zeros"},
+    ("objects", "connectivity"): {6, 18, 26},
+}
+
+
+def _check_value(path: Path, section: str, name: str, value, typ):
+    where = f"[{section}] {name}"
+    origin = getattr(typ, "__origin__", typ)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(path, f"expected a list, got {value!r}", element=where)
+        (inner,) = typ.__args__
+        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) if inner in (int, float) else all(isinstance(v, inner) for v in value)
+        if not ok:
+            raise ConfigError(path, f"expected a list of {inner.__name__}, got {value!r}", element=where)
+        value = [inner(v) for v in value]
+    elif typ is float:
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise ConfigError(path, f"expected a number, got {value!r}", element=where)
+        value = float(value)
+    elif typ is int:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ConfigError(path, f"expected an integer, got {value!r}", element=where)
+    elif typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(path, f"expected a string, got {value!r}", element=where)
+    elif typ is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(path, f"expected a table, got {value!r}", element=where)
+    choices = _CHOICES.get((section, name))
+    if choices is not None and value not in choices:
+        raise ConfigError(path, f"expected one of {sorted(choices, key=str)}, got {value!r}", element=where)
+    return value
+
+
+def config_from_dict(data: dict, path: Path | str = CONFIG_NAME) -> Config:
+    """Validate a parsed TOML document into a Config; unknown sections or keys are errors."""
+    path = Path(path)
+    cfg = Config()
+    hints = get_type_hints(Config)
+    for section, values in data.items():
+        if section not in hints:
+            raise ConfigError(path, f"unknown section (known: {', '.join(hints)})", element=f"[{section}]")
+        if not isinstance(values, dict):
+            raise ConfigError(path, "expected a table", element=f"[{section}]")
+        obj = getattr(cfg, section)
+        sec_hints = get_type_hints(type(obj))
+        for name, value in values.items():
+            if name not in sec_hints:
+                raise ConfigError(path, f"unknown key (known: {', '.join(sec_hints)})", element=f"[{section}] {name}")
+            setattr(obj, name, _check_value(path, section, name, value, sec_hints[name]))
+    _check_consistency(cfg, path)
+    return cfg
+
+
+def _check_consistency(cfg: Config, path: Path) -> None:
+    if len(cfg.dataset.voxel_size_nm) != 3 or min(cfg.dataset.voxel_size_nm) <= 0:
+        raise ConfigError(path, "expected 3 positive numbers", element="[dataset] voxel_size_nm")
+    for name in ("chunk_size", "task_size"):
+        v = getattr(cfg.chunking, name)
+        if len(v) != 3 or min(v) <= 0:
+            raise ConfigError(path, "expected 3 positive integers", element=f"[chunking] {name}")
+    if any(t % c for t, c in zip(cfg.chunking.task_size, cfg.chunking.chunk_size)):
+        raise ConfigError(path, f"must be a multiple of chunk_size {cfg.chunking.chunk_size}", element="[chunking] task_size")
+    for t in ("sj", "vc", "mi"):
+        v = getattr(cfg.objects, f"threshold_{t}")
+        if not 0 < v <= 1:
+            raise ConfigError(path, "expected a fraction in (0, 1]", element=f"[objects] threshold_{t}")
+
+
+def load_config(analysis_dir) -> Config:
+    """Read and validate `ANALYSIS_DIR/syconn.toml` (or a path to a .toml file)."""
+    p = Path(analysis_dir)
+    if p.is_dir():
+        p = p / CONFIG_NAME
+    if not p.exists():
+        raise ConfigError(p, "no analysis config here (create one with `syconn-ng init`)")
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise ConfigError(p, f"not valid TOML: {err}") from err
+    return config_from_dict(data, p)
+
+
+def _toml_value(v: Any) -> str:
+    """One value as inline TOML (lists and tables on one line, so comments stay next to keys)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    raise TypeError(f"cannot write {v!r} as TOML")
+
+
+def render_config(cfg: Config) -> str:
+    """The config as TOML with each key's documentation as a comment above it."""
+    lines = ["# syconn_ng analysis config. Relative paths are relative to this file's folder.", ""]
+    for sec in fields(Config):
+        obj = getattr(cfg, sec.name)
+        lines.append(f"# {type(obj).__doc__.strip()}")
+        lines.append(f"[{sec.name}]")
+        for f in fields(obj):
+            lines.append(f"# {f.metadata['doc']}")
+            lines.append(f"{f.name} = {_toml_value(getattr(obj, f.name))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_config(cfg: Config, analysis_dir) -> Path:
+    """Write `syconn.toml` into `analysis_dir` atomically; returns its path."""
+    from syconn_ng.layers import atomic_write_text
+
+    d = Path(analysis_dir)
+    d.mkdir(parents=True, exist_ok=True)
+    p = d / CONFIG_NAME
+    atomic_write_text(p, render_config(cfg))
+    return p
+
+
+def resolve_path(analysis_dir, value: str) -> str:
+    """A config path made absolute: URLs unchanged, relative paths joined to the analysis dir."""
+    if "://" in value or os.path.isabs(value):
+        return value
+    return str(Path(analysis_dir).resolve() / value)

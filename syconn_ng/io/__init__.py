@@ -1,0 +1,1 @@
+"""File formats at the project's borders: KNOSSOS annotations and datasets, SWC."""
