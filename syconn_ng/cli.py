@@ -16,6 +16,8 @@ from syconn_ng.errors import SyconnError
 
 # name -> (module, attribute, one-line help shown by `syconn-ng --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
+    "init": ("syconn_ng.commands.init", "init", "Start an analysis directory with a commented syconn.toml."),
+    "run": ("syconn_ng.commands.run", "run", "Run the pipeline's stages (resumable; local process pool or Dask)."),
     "info": ("syconn_ng.commands.info", "info", "Summarise an annotation file or a precomputed layer."),
     "convert": ("syconn_ng.commands.convert", "convert", "Convert between .nml, .k.zip and .swc."),
     "import-knossos": (

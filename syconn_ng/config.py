@@ -71,7 +71,7 @@ class ObjectsConfig:
     threshold_sj: float = _f(4 / 21, "sj threshold as a fraction of full scale (SyConn: 4/21)")
     threshold_vc: float = _f(6 / 21, "vc threshold as a fraction of full scale (SyConn: 6/21)")
     threshold_mi: float = _f(9 / 21, "mi threshold as a fraction of full scale (SyConn: 9/21)")
-    hysteresis_low: float = _f(0.0, "if > 0: keep components that reach the threshold, grown down to this fraction")
+    hysteresis_ratio: float = _f(0.0, "if > 0: objects grow from voxels above the threshold into neighbours above ratio x threshold (0 = plain threshold)")
     connectivity: int = _f(26, "voxel connectivity of objects: 6, 18 or 26")
     min_voxels_sj: int = _f(8, "smaller sj objects are dropped")
     min_voxels_vc: int = _f(8, "smaller vc objects are dropped")
@@ -107,7 +107,8 @@ def _check_value(path: Path, section: str, name: str, value, typ):
         if not isinstance(value, list):
             raise ConfigError(path, f"expected a list, got {value!r}", element=where)
         (inner,) = typ.__args__
-        ok = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value) if inner in (int, float) else all(isinstance(v, inner) for v in value)
+        numeric = (int,) if inner is int else (int, float)  # a float in a list of ints would be truncated
+        ok = all(isinstance(v, numeric) and not isinstance(v, bool) for v in value) if inner in (int, float) else all(isinstance(v, inner) for v in value)
         if not ok:
             raise ConfigError(path, f"expected a list of {inner.__name__}, got {value!r}", element=where)
         value = [inner(v) for v in value]
@@ -163,6 +164,12 @@ def _check_consistency(cfg: Config, path: Path) -> None:
         v = getattr(cfg.objects, f"threshold_{t}")
         if not 0 < v <= 1:
             raise ConfigError(path, "expected a fraction in (0, 1]", element=f"[objects] threshold_{t}")
+        if getattr(cfg.objects, f"min_voxels_{t}") < 0:
+            raise ConfigError(path, "expected an integer >= 0", element=f"[objects] min_voxels_{t}")
+    if not 0 <= cfg.objects.hysteresis_ratio < 1:
+        raise ConfigError(path, "expected a ratio in [0, 1)", element="[objects] hysteresis_ratio")
+    if cfg.executor.retries < 0 or cfg.executor.workers < 0:
+        raise ConfigError(path, "expected integers >= 0", element="[executor] retries/workers")
 
 
 def load_config(analysis_dir) -> Config:

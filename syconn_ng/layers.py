@@ -123,7 +123,9 @@ def read_box(vol, box: Box, *, fill_value=0) -> np.ndarray:
     try:
         data = vol[inner.slices()]
     except EmptyVolumeException as err:
-        raise InputError(vol.cloudpath, f"missing chunk(s) inside {inner}", element=str(inner)) from err
+        missing = sorted(name for name, ok in vol.exists(inner.slices()).items() if not ok)
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        raise InputError(vol.cloudpath, f"missing chunk(s) {shown or '?'} (set [chunking] missing_chunks = 'zeros' to read them as zeros)", element=f"chunk {missing[0] if missing else inner}") from err
     out[inner.slices(relative_to=box.start)] = np.asarray(data)
     return out
 
@@ -177,3 +179,15 @@ def atomic_write_bytes(path, payload: bytes) -> None:
 
 def atomic_write_text(path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_temp_files(directory) -> int:
+    """Delete the temporary files `atomic_write_bytes` left under `directory` when its writer was killed.
+
+    Call only while no writer of that directory runs (e.g. when a stage starts). Returns the count.
+    """
+    n = 0
+    for tmp in Path(directory).rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n

@@ -13,9 +13,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
-@dataclass
+@dataclass(slots=True)
 class Node:
-    """One skeleton node: id, 0-based voxel position, radius in voxels, comment and extras."""
+    """One skeleton node: id, 0-based voxel position, radius in voxels, comment and extras.
+
+    Slotted: an annotation can hold millions of nodes. `attrs` keeps the file's other node
+    attributes (e.g. webKnossos ``rotX``, KNOSSOS ``subobjectId``) as strings.
+    """
 
     id: int
     x: float
@@ -108,6 +112,8 @@ class Parameters:
     created_in: str | None = None
     last_saved_in: str | None = None
     extra: list[str] = field(default_factory=list)  # other parameter elements, serialised XML
+    # other attributes of the elements above, by element name (e.g. experiment@organization)
+    attrs: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass

@@ -1,0 +1,30 @@
+"""The pipeline's stages, in order; each is registered here as ``name: "module:attribute"``.
+
+A stage object follows `syconn_ng.engine.driver.Stage`. Stages are imported only when run.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from syconn_ng.errors import SyconnError
+
+PIPELINE = ("barrier", "organelles", "objects", "hulls", "mapping", "compartments", "synapses", "celltypes", "connectome")
+
+STAGES: dict[str, str] = {
+    "objects": "syconn_ng.stages.objects:STAGE",
+}
+
+
+def available() -> list[str]:
+    """The registered stages, in pipeline order."""
+    return [name for name in PIPELINE if name in STAGES]
+
+
+def get_stage(name: str):
+    """The stage object registered as `name`."""
+    if name not in STAGES:
+        known = ", ".join(available())
+        raise SyconnError(f"unknown or not yet available stage {name!r} (available: {known})")
+    module, attr = STAGES[name].split(":")
+    return getattr(importlib.import_module(module), attr)

@@ -1,0 +1,445 @@
+"""Cell morphologies as skeleton graphs with radii, grown into a volume with collision avoidance.
+
+Everything here is in nm (x, y, z) in the tissue frame: voxel (i, j, k) has its centre at
+``(i, j, k) * voxel_size_nm``. A cell is a graph of nodes (position, radius, compartment) and,
+separately, the capsules that are rasterised (a capsule joins two centres with linearly
+interpolated radii; a sphere is a capsule of length 0). Neurites are grown step by step; each
+step picks, among a few directions near the current one, the one that overlaps other cells
+least, so neurites pack densely, touch and pass close to each other without piercing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+
+COMPARTMENTS = ("axon", "dendrite", "soma", "spine_head", "spine_neck")
+AXON, DENDRITE, SOMA, SPINE_HEAD, SPINE_NECK = range(5)
+CELL_TYPES = ("EA", "MSN", "GP", "INT")
+
+
+@dataclass(frozen=True)
+class CellTypeSpec:
+    """Morphology and organelle statistics of one cell type (lengths and radii in nm)."""
+
+    weight: float  # share of the cells generated
+    soma_radius_nm: tuple[float, float] | None
+    n_dendrites: tuple[int, int]
+    dendrite_radius_nm: tuple[float, float]
+    dendrite_min_radius_nm: float
+    dendrite_branch_per_um: float
+    spine_interval_nm: tuple[float, float] | None
+    axon_radius_nm: tuple[float, float]
+    axon_branch_per_um: float
+    bead_interval_nm: tuple[float, float] | None
+    bead_radius_nm: tuple[float, float]
+    bouton_radius_nm: tuple[float, float]
+    mito_fraction: float  # of the cell's neurite volume
+    mito_length_nm: tuple[float, float]
+    synapse_type: str
+    post_preference: tuple[float, float, float]  # weight of dendrite, spine_head, soma targets
+    tortuosity_deg: float
+
+
+# Area X of the zebra finch (SyConn's data), scaled so a soma fits a few-µm test volume.
+CELL_TYPE_SPECS: dict[str, CellTypeSpec] = {
+    "EA": CellTypeSpec(
+        weight=0.42, soma_radius_nm=None, n_dendrites=(0, 0), dendrite_radius_nm=(0, 0),
+        dendrite_min_radius_nm=0, dendrite_branch_per_um=0.0, spine_interval_nm=None,
+        axon_radius_nm=(45, 70), axon_branch_per_um=0.06, bead_interval_nm=None, bead_radius_nm=(0, 0),
+        bouton_radius_nm=(200, 320), mito_fraction=0.05, mito_length_nm=(200, 400),
+        synapse_type="asymmetric", post_preference=(0.3, 1.0, 0.05), tortuosity_deg=14,
+    ),
+    "MSN": CellTypeSpec(
+        weight=0.33, soma_radius_nm=(1000, 1300), n_dendrites=(4, 6), dendrite_radius_nm=(230, 330),
+        dendrite_min_radius_nm=150, dendrite_branch_per_um=0.18, spine_interval_nm=(350, 800),
+        axon_radius_nm=(50, 70), axon_branch_per_um=0.05, bead_interval_nm=None, bead_radius_nm=(0, 0),
+        bouton_radius_nm=(170, 260), mito_fraction=0.075, mito_length_nm=(400, 1100),
+        synapse_type="symmetric", post_preference=(1.0, 0.0, 0.3), tortuosity_deg=24,
+    ),
+    "GP": CellTypeSpec(
+        weight=0.10, soma_radius_nm=(1300, 1600), n_dendrites=(3, 5), dendrite_radius_nm=(420, 600),
+        dendrite_min_radius_nm=300, dendrite_branch_per_um=0.08, spine_interval_nm=None,
+        axon_radius_nm=(90, 130), axon_branch_per_um=0.02, bead_interval_nm=None, bead_radius_nm=(0, 0),
+        bouton_radius_nm=(220, 320), mito_fraction=0.17, mito_length_nm=(700, 2000),
+        synapse_type="symmetric", post_preference=(1.0, 0.0, 0.3), tortuosity_deg=16,
+    ),
+    "INT": CellTypeSpec(
+        weight=0.15, soma_radius_nm=(900, 1150), n_dendrites=(3, 5), dendrite_radius_nm=(150, 220),
+        dendrite_min_radius_nm=110, dendrite_branch_per_um=0.12, spine_interval_nm=None,
+        axon_radius_nm=(32, 45), axon_branch_per_um=0.10, bead_interval_nm=(450, 900),
+        bead_radius_nm=(110, 160), bouton_radius_nm=(160, 230), mito_fraction=0.09,
+        mito_length_nm=(300, 800), synapse_type="symmetric", post_preference=(1.0, 0.2, 1.0),
+        tortuosity_deg=28,
+    ),
+}
+
+STEP_NM = 200.0  # growth step = spacing of the geometry nodes along a neurite
+REGION_MARGIN_NM = 250.0  # neurites are grown this far beyond the volume so its faces look like tissue
+
+
+@dataclass
+class Cell:
+    """One cell: id, type and its soma (centre, radius, nucleus), if it has one."""
+
+    id: int
+    type: str
+    soma_centre_nm: np.ndarray | None = None
+    soma_radius_nm: float = 0.0
+    nucleus_centre_nm: np.ndarray | None = None
+    nucleus_radius_nm: float = 0.0
+
+
+@dataclass
+class Morphology:
+    """All cells' graphs and capsules, appended to while growing (plain lists, numpy at the end).
+
+    Nodes: position (nm), radius (nm), compartment code, owning cell index, parent node index
+    (-1 for a root). Capsules: two centres, two radii, owning cell index, compartment code.
+    """
+
+    cells: list[Cell] = field(default_factory=list)
+    node_pos: list[np.ndarray] = field(default_factory=list)
+    node_radius: list[float] = field(default_factory=list)
+    node_comp: list[int] = field(default_factory=list)
+    node_cell: list[int] = field(default_factory=list)
+    node_parent: list[int] = field(default_factory=list)
+    node_key: list[bool] = field(default_factory=list)  # always kept by the tracer (ends, boutons, spines)
+
+    def add_node(self, pos, radius, comp, cell, parent, key=False) -> int:
+        self.node_pos.append(np.asarray(pos, dtype=np.float64))
+        self.node_radius.append(float(radius))
+        self.node_comp.append(int(comp))
+        self.node_cell.append(int(cell))
+        self.node_parent.append(int(parent))
+        self.node_key.append(bool(key))
+        return len(self.node_pos) - 1
+
+
+class CapsuleIndex:
+    """Capsules in a uniform grid hash: cheap 'what is near this point' queries while growing."""
+
+    def __init__(self, cell_nm: float = 400.0):
+        self.cell_nm = cell_nm
+        self.grid: dict[tuple[int, int, int], list[int]] = defaultdict(list)
+        self._cap = 1024
+        self.a = np.zeros((self._cap, 3))
+        self.b = np.zeros((self._cap, 3))
+        self.ra = np.zeros(self._cap)
+        self.rb = np.zeros(self._cap)
+        self.cell = np.zeros(self._cap, dtype=np.int32)
+        self.comp = np.zeros(self._cap, dtype=np.int8)
+        self.n = 0
+
+    def add(self, a, b, ra, rb, cell, comp) -> int:
+        if self.n == self._cap:
+            self._cap *= 2
+            for name in ("a", "b", "ra", "rb", "cell", "comp"):
+                old = getattr(self, name)
+                new = np.zeros((self._cap,) + old.shape[1:], dtype=old.dtype)
+                new[: self.n] = old[: self.n]
+                setattr(self, name, new)
+        i = self.n
+        self.a[i], self.b[i], self.ra[i], self.rb[i] = a, b, ra, rb
+        self.cell[i], self.comp[i] = cell, comp
+        self.n += 1
+        r = max(ra, rb)
+        lo = np.floor((np.minimum(a, b) - r) / self.cell_nm).astype(int)
+        hi = np.floor((np.maximum(a, b) + r) / self.cell_nm).astype(int)
+        for gx in range(lo[0], hi[0] + 1):
+            for gy in range(lo[1], hi[1] + 1):
+                for gz in range(lo[2], hi[2] + 1):
+                    self.grid[(gx, gy, gz)].append(i)
+        return i
+
+    def near(self, lo, hi) -> np.ndarray:
+        """Indices of capsules registered in grid cells overlapping the box [lo, hi] (nm)."""
+        glo = np.floor(np.asarray(lo) / self.cell_nm).astype(int)
+        ghi = np.floor(np.asarray(hi) / self.cell_nm).astype(int)
+        found: set[int] = set()
+        for gx in range(glo[0], ghi[0] + 1):
+            for gy in range(glo[1], ghi[1] + 1):
+                for gz in range(glo[2], ghi[2] + 1):
+                    found.update(self.grid.get((gx, gy, gz), ()))
+        return np.fromiter(found, dtype=np.int64, count=len(found))
+
+    def overlap_depth(self, points, radius, *, exclude=(), exclude_cells=()) -> np.ndarray:
+        """(P,) how deep (nm) spheres of `radius` at `points` (P, 3) reach into other capsules."""
+        pts = np.atleast_2d(points)
+        reach = float(radius) + 700.0
+        idx = self.near(pts.min(0) - reach, pts.max(0) + reach)
+        if len(idx):
+            keep = ~np.isin(idx, np.fromiter(exclude, dtype=np.int64)) if exclude else np.ones(len(idx), bool)
+            if len(exclude_cells):
+                keep &= ~np.isin(self.cell[idx], np.asarray(exclude_cells))
+            idx = idx[keep]
+        if not len(idx):
+            return np.zeros(len(pts))
+        d, t = point_segment_distance(pts, self.a[idx], self.b[idx])
+        rr = self.ra[idx] + t * (self.rb[idx] - self.ra[idx])
+        return np.maximum(0.0, radius + rr - d).max(axis=1)
+
+
+def point_segment_distance(points, a, b):
+    """Distance of each point (P, 3) to each segment a (M, 3) → b (M, 3); returns (P, M) d and t."""
+    u = b - a
+    uu = np.maximum((u * u).sum(1), 1e-9)
+    pa = points[:, None, :] - a[None, :, :]
+    t = np.clip((pa * u[None]).sum(2) / uu[None], 0.0, 1.0)
+    diff = pa - t[..., None] * u[None]
+    return np.sqrt((diff * diff).sum(2)), t
+
+
+def random_unit(rng, n=None):
+    v = rng.normal(size=(3,) if n is None else (n, 3))
+    return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+def perturb(direction, angle_rad, rng):
+    """`direction` turned by `angle_rad` towards a random perpendicular."""
+    d = direction / np.linalg.norm(direction)
+    p = np.cross(d, random_unit(rng))
+    p /= max(np.linalg.norm(p), 1e-9)
+    return np.cos(angle_rad) * d + np.sin(angle_rad) * p
+
+
+@dataclass
+class Region:
+    """The volume (nm, [lo, hi)) and the larger box neurites are grown in."""
+
+    lo: np.ndarray
+    hi: np.ndarray
+    margin_nm: float = REGION_MARGIN_NM
+
+    @property
+    def grow_lo(self):
+        return self.lo - self.margin_nm
+
+    @property
+    def grow_hi(self):
+        return self.hi + self.margin_nm
+
+    def inside_growth(self, p) -> bool:
+        return bool(np.all(p >= self.grow_lo) and np.all(p <= self.grow_hi))
+
+    def inside_volume(self, p) -> np.ndarray:
+        return np.all((p >= self.lo) & (p <= self.hi), axis=-1)
+
+    def entry_point(self, start, target):
+        """Where the straight line from `start` (outside) to `target` (inside) enters the growth box."""
+        d = target - start
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t1 = (self.grow_lo - start) / d
+            t2 = (self.grow_hi - start) / d
+        tmin = np.nanmax(np.where(np.isfinite(t1), np.minimum(t1, t2), -np.inf))
+        return start + max(tmin, 0.0) * d
+
+
+class Grower:
+    """Grows the cells of a tissue into a `Morphology` and a `CapsuleIndex` (deterministic per rng)."""
+
+    def __init__(self, region: Region, rng: np.random.Generator):
+        self.region = region
+        self.rng = rng
+        self.m = Morphology()
+        self.index = CapsuleIndex()
+
+    # -- capsules ------------------------------------------------------------------
+    def capsule(self, a, b, ra, rb, cell, comp) -> int:
+        return self.index.add(np.asarray(a, float), np.asarray(b, float), float(ra), float(rb), cell, comp)
+
+    # -- cells ---------------------------------------------------------------------
+    def add_cell(self, cell_id: int, ctype: str, *, soma_inside: bool) -> int:
+        """Grow one cell of type `ctype`; returns its index. Somata lie in or outside the volume."""
+        rng, reg, spec = self.rng, self.region, CELL_TYPE_SPECS[ctype]
+        ci = len(self.m.cells)
+        cell = Cell(cell_id, ctype)
+        self.m.cells.append(cell)
+        size = reg.hi - reg.lo
+        if spec.soma_radius_nm is None:  # EA: an axon passing through the volume
+            self._grow_passing(ci, AXON, spec, rng.uniform(*spec.axon_radius_nm), start=None)
+            return ci
+        R = rng.uniform(*spec.soma_radius_nm)
+        if soma_inside:
+            centre = self._free_soma_position(R, reg.lo + 0.15 * size, reg.hi - 0.15 * size, min_margin=-0.5 * R)
+        else:
+            centre = self._free_soma_position(R, reg.lo - 3500.0, reg.hi + 3500.0, min_margin=R + 300.0)
+        if centre is None:
+            self.m.cells.pop()
+            return -1
+        cell.soma_centre_nm, cell.soma_radius_nm = centre, R
+        cell.nucleus_radius_nm = 0.55 * R
+        cell.nucleus_centre_nm = centre + random_unit(rng) * 0.12 * R
+        soma_node = self.m.add_node(centre, R, SOMA, ci, -1, key=True)
+        soma_seg = self.capsule(centre, centre, R, R, ci, SOMA)
+        n_dend = rng.integers(spec.n_dendrites[0], spec.n_dendrites[1] + 1)
+        if soma_inside:
+            dirs = random_unit(rng, n_dend + 1)
+            for k, d in enumerate(dirs):
+                comp = AXON if k == n_dend else DENDRITE
+                r0 = rng.uniform(*(spec.axon_radius_nm if comp == AXON else spec.dendrite_radius_nm))
+                self._grow_from_soma(ci, soma_node, soma_seg, centre, R, d, r0, comp, spec)
+        else:  # only the neurites that reach the volume are grown (the rest is never seen)
+            n_in = int(rng.integers(1, 3))
+            for k in range(n_in + int(rng.random() < 0.6)):
+                comp = AXON if k == n_in else DENDRITE
+                r0 = rng.uniform(*(spec.axon_radius_nm if comp == AXON else spec.dendrite_radius_nm))
+                if comp == DENDRITE:
+                    r0 = max(spec.dendrite_min_radius_nm, r0 * rng.uniform(0.7, 0.95))
+                self._grow_passing(ci, comp, spec, r0, start=(soma_node, centre, R))
+        return ci
+
+    def _free_soma_position(self, R, lo, hi, *, min_margin):
+        """A soma centre in [lo, hi] that overlaps no other soma, at least `min_margin` outside
+        the volume (negative: may lie inside), or None after a few tries."""
+        reg = self.region
+        for _ in range(60):
+            c = self.rng.uniform(lo, hi)
+            outside_by = np.max(np.maximum(reg.lo - c, c - reg.hi))
+            if min_margin > 0 and outside_by < min_margin:
+                continue
+            ok = True
+            for other in self.m.cells:
+                if other.soma_centre_nm is not None and np.linalg.norm(other.soma_centre_nm - c) < R + other.soma_radius_nm + 200:
+                    ok = False
+                    break
+            if ok and (min_margin > 0 or self.index.overlap_depth(c, R * 0.8)[0] < 50):
+                return c
+        return None
+
+    def _grow_from_soma(self, ci, soma_node, soma_seg, centre, R, direction, r0, comp, spec):
+        start = centre + direction * R * 0.92
+        node = self.m.add_node(start, r0 * 1.15, comp, ci, soma_node)
+        stem = self.capsule(centre, start, r0 * 1.6, r0 * 1.15, ci, comp)
+        self._grow_neurite(ci, node, start, direction, r0, comp, spec, recent=[soma_seg, stem])
+
+    def _grow_passing(self, ci, comp, spec, r0, *, start):
+        """A neurite that enters the growth box from outside and runs through the volume."""
+        rng, reg = self.rng, self.region
+        target = rng.uniform(reg.lo + 0.1 * (reg.hi - reg.lo), reg.hi - 0.1 * (reg.hi - reg.lo))
+        if start is None:
+            direction = random_unit(rng)
+            origin = target - direction * 4.0 * np.linalg.norm(reg.grow_hi - reg.grow_lo)
+            entry = reg.entry_point(origin, target)
+            node = self.m.add_node(entry, r0, comp, ci, -1)
+            recent = []
+        else:
+            soma_node, centre, R = start
+            direction = (target - centre) / np.linalg.norm(target - centre)
+            entry = reg.entry_point(centre, target)
+            stem = self.m.add_node(centre + direction * R * 0.92, r0 * 1.15, comp, ci, soma_node)
+            node = self.m.add_node(entry, r0, comp, ci, stem)
+            recent = [self.capsule(self.m.node_pos[stem], entry, r0 * 1.15, r0, ci, comp)]
+        if self.index.overlap_depth(entry, r0, exclude=recent)[0] > 0.6 * r0 + 20:
+            return
+        self._grow_neurite(ci, node, entry, direction, r0, comp, spec, recent=recent)
+
+    def _grow_neurite(self, ci, node, pos, direction, r0, comp, spec, *, recent=()):
+        """Random walk with persistence and collision avoidance; branches go on a stack."""
+        rng, reg = self.rng, self.region
+        branch_p = (spec.axon_branch_per_um if comp == AXON else spec.dendrite_branch_per_um) * STEP_NM / 1000
+        r_min = 0.8 * spec.axon_radius_nm[0] if comp == AXON else spec.dendrite_min_radius_nm
+        stack = [(node, pos, direction, r0, list(recent), 0.0)]
+        max_path = 25_000.0
+        while stack:
+            node, pos, direction, r, recent, path = stack.pop()
+            next_bead = rng.uniform(*spec.bead_interval_nm) if (comp == AXON and spec.bead_interval_nm) else np.inf
+            since_bead = 0.0
+            since_branch = 0.0
+            while path < max_path:
+                bead = since_bead >= next_bead
+                r_node = rng.uniform(*spec.bead_radius_nm) if bead else r
+                cand = self._candidates(direction, spec.tortuosity_deg)
+                ends = pos[None] + cand * STEP_NM
+                mids = pos[None] + cand * (STEP_NM / 2)
+                depth = np.maximum(
+                    self.index.overlap_depth(ends, r_node, exclude=recent),
+                    self.index.overlap_depth(mids, r_node, exclude=recent),
+                )
+                angle = np.arccos(np.clip(cand @ direction, -1, 1))
+                cost = np.maximum(depth - 12.0, 0.0) / max(r_node, 30.0) * 4.0 + angle
+                k = int(np.argmin(cost))
+                if depth[k] > 0.5 * r_node + 25.0:
+                    break  # no room: the neurite ends here
+                new = ends[k]
+                seg = self.capsule(pos, new, self.m.node_radius[node], r_node, ci, comp)
+                node = self.m.add_node(new, r_node, comp, ci, node)
+                recent = (recent + [seg])[-3:]
+                pos, direction = new, cand[k]
+                path += STEP_NM
+                since_bead = 0.0 if bead else since_bead + STEP_NM
+                if bead:
+                    next_bead = rng.uniform(*spec.bead_interval_nm)
+                if not reg.inside_growth(pos):
+                    break
+                if comp == DENDRITE:
+                    r = max(r_min, r * 0.985)
+                since_branch += STEP_NM
+                if since_branch > 600 and rng.random() < branch_p:
+                    since_branch = 0.0
+                    child_dir = perturb(direction, np.deg2rad(rng.uniform(35, 75)), rng)
+                    child_r = max(r_min, r * rng.uniform(0.6, 0.85))
+                    if comp == DENDRITE:
+                        r = max(r_min, r * 0.9)
+                    stack.append((node, pos, child_dir, child_r, list(recent), path))
+            self.m.node_key[node] = True  # a neurite end
+
+    def _candidates(self, direction, tortuosity_deg):
+        """8 directions: straight on plus turns of up to ~`tortuosity_deg`, and 6 wider escapes."""
+        rng = self.rng
+        out = [perturb(direction, np.deg2rad(abs(rng.normal(0, tortuosity_deg * 0.5))), rng)]
+        for _ in range(7):
+            out.append(perturb(direction, np.deg2rad(rng.uniform(0, tortuosity_deg)), rng))
+        for _ in range(6):
+            out.append(perturb(direction, np.deg2rad(rng.uniform(tortuosity_deg, 70)), rng))
+        c = np.array(out)
+        return c / np.linalg.norm(c, axis=1, keepdims=True)
+
+    # -- spines --------------------------------------------------------------------
+    def add_spines(self, ci: int):
+        """Spines (neck + head) along the dendrites of cell `ci`, where there is room."""
+        rng, m, spec = self.rng, self.m, CELL_TYPE_SPECS[self.m.cells[ci].type]
+        if spec.spine_interval_nm is None:
+            return
+        nodes = [i for i in range(len(m.node_pos)) if m.node_cell[i] == ci and m.node_comp[i] == DENDRITE and m.node_parent[i] >= 0]
+        next_at = rng.uniform(*spec.spine_interval_nm)
+        walked = 0.0
+        for i in nodes:
+            p = m.node_parent[i]
+            walked += float(np.linalg.norm(m.node_pos[i] - m.node_pos[p]))
+            if walked < next_at or not self.region.inside_growth(m.node_pos[i]):
+                continue
+            walked, next_at = 0.0, rng.uniform(*spec.spine_interval_nm)
+            self._add_spine(ci, i)
+
+    def _add_spine(self, ci, base_node):
+        rng, m = self.rng, self.m
+        base, r_d = m.node_pos[base_node], m.node_radius[base_node]
+        axis = base - m.node_pos[m.node_parent[base_node]]
+        axis /= max(np.linalg.norm(axis), 1e-9)
+        neck_len = rng.uniform(350, 1000)
+        r_neck = rng.uniform(38, 55)
+        r_head = rng.uniform(120, 220)
+        best = None
+        for _ in range(5):
+            d = np.cross(axis, random_unit(rng))
+            d /= max(np.linalg.norm(d), 1e-9)
+            d = d + axis * rng.uniform(-0.3, 0.3)
+            d /= np.linalg.norm(d)
+            neck_a = base + d * r_d * 0.9
+            head = base + d * (r_d + neck_len + r_head * 0.8)
+            neck_b = head - d * r_head * 0.7
+            pts = np.array([neck_a + (neck_b - neck_a) * f for f in (0.5, 1.0)])
+            depth = max(self.index.overlap_depth(pts, r_neck, exclude_cells=(ci,)).max(),
+                        self.index.overlap_depth(head, r_head, exclude_cells=(ci,))[0] / 2)
+            if best is None or depth < best[0]:
+                best = (depth, neck_a, neck_b, head)
+        depth, neck_a, neck_b, head = best
+        if depth > 40:
+            return
+        neck_node = m.add_node((neck_a + neck_b) / 2, r_neck, SPINE_NECK, ci, base_node)
+        m.add_node(head, r_head, SPINE_HEAD, ci, neck_node, key=True)
+        self.capsule(base, neck_b, r_neck, r_neck, ci, SPINE_NECK)
+        self.capsule(head, head, r_head, r_head, ci, SPINE_HEAD)

@@ -1,0 +1,207 @@
+"""`Tissue`: the complete geometry of a synthetic volume as flat numpy arrays, and `build_tissue`.
+
+The tissue is the single source of truth: every label layer, table, skeleton and the raw EM
+are computed from it (chunk by chunk), so they agree by construction. Lengths are nm in
+the tissue frame (voxel (i, j, k) has its centre at ``(i, j, k) * voxel_size_nm``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from syconn_ng.synth.geometry import CELL_TYPE_SPECS, CELL_TYPES, Grower, Region, point_segment_distance
+from syconn_ng.synth.mitochondria import place_mitochondria
+from syconn_ng.synth.synapses import place_synapses_and_contacts
+
+FILL_TARGET = 0.62  # capsule volume per tissue volume the automatic cell count aims at
+SOMATA_PER_UM3 = 0.004
+
+
+@dataclass
+class Tissue:
+    """All geometry of one synthetic tissue; indices (cell, mito, cloud, synapse) are 0-based."""
+
+    shape_vx: tuple[int, int, int]
+    voxel_size_nm: tuple[float, float, float]
+    seed: int
+    cell_ids: np.ndarray  # (C,) uint64
+    cell_types: list[str]
+    soma_centre_nm: np.ndarray  # (C, 3), NaN where the cell has no soma
+    soma_radius_nm: np.ndarray  # (C,)
+    nucleus_centre_nm: np.ndarray
+    nucleus_radius_nm: np.ndarray
+    cap_a: np.ndarray  # (S, 3) capsules of the cells
+    cap_b: np.ndarray
+    cap_ra: np.ndarray
+    cap_rb: np.ndarray
+    cap_cell: np.ndarray  # (S,) int32 cell index
+    cap_comp: np.ndarray  # (S,) int8 compartment code
+    mi_a: np.ndarray  # (Q, 3) capsules of the mitochondria
+    mi_b: np.ndarray
+    mi_r: np.ndarray
+    mi_s0: np.ndarray  # arc length (nm) along the mitochondrion at a and b (for cristae)
+    mi_s1: np.ndarray
+    mi_obj: np.ndarray  # (Q,) mitochondrion index
+    mito_cell: np.ndarray  # (M,) cell index per mitochondrion
+    vc_centre_nm: np.ndarray  # (V, 3)
+    vc_radius_nm: np.ndarray
+    vc_cell: np.ndarray
+    ves_pos_nm: np.ndarray  # (K, 3) vesicle centres
+    ves_cell: np.ndarray
+    syn_pre: np.ndarray  # (N,) cell index
+    syn_post: np.ndarray
+    syn_centre_nm: np.ndarray
+    syn_normal: np.ndarray
+    syn_radius_nm: np.ndarray
+    syn_asym: np.ndarray  # (N,) bool
+    syn_post_comp: np.ndarray
+    syn_vc: np.ndarray  # (N,) cloud index
+    contact_a: np.ndarray
+    contact_b: np.ndarray
+    contact_centre_nm: np.ndarray
+    contact_comp_b: np.ndarray
+    node_pos_nm: np.ndarray  # (P, 3) geometry graph
+    node_radius_nm: np.ndarray
+    node_comp: np.ndarray
+    node_cell: np.ndarray
+    node_parent: np.ndarray
+    node_key: np.ndarray
+    missing_sections: list[int]
+    shifted_sections: list[tuple[int, int, int]]  # (z, dx, dy) in voxels
+
+    @property
+    def volume_um3(self) -> float:
+        return float(np.prod(np.asarray(self.shape_vx) * np.asarray(self.voxel_size_nm)) / 1e9)
+
+
+def build_tissue(shape_vx, voxel_size_nm, seed: int, *, n_cells: int = 0, synapses_per_um3: float = 1.0,
+                 artefacts: bool = True) -> Tissue:
+    """Grow the cells, spines, synapses, contacts and organelles of a tissue (deterministic in `seed`).
+
+    n_cells: cells with neurites in the volume; 0 = as many as dense neuropil holds.
+    """
+    rng = np.random.default_rng(seed)
+    vs = np.asarray(voxel_size_nm, dtype=np.float64)
+    shape = np.asarray(shape_vx, dtype=np.int64)
+    region = Region(np.zeros(3), (shape - 1) * vs)
+    g = Grower(region, rng)
+    vol_um3 = float(np.prod(shape * vs) / 1e9)
+    types = list(CELL_TYPES)
+    weights = np.array([CELL_TYPE_SPECS[t].weight for t in types])
+    ids = np.sort(rng.choice(np.arange(1, 1_000_000), size=4000, replace=False)).astype(np.uint64)
+    n_somata = max(1, int(round(vol_um3 * SOMATA_PER_UM3)))
+    present: list[int] = []  # cell indices with capsules in the volume
+    coverage = _Coverage(region)
+
+    def grow(ctype, soma_inside):
+        n0 = g.index.n
+        ci = g.add_cell(int(ids[len(g.m.cells)]), ctype, soma_inside=soma_inside)
+        if ci >= 0 and _in_volume(g, ci):
+            present.append(ci)
+        coverage.update(g.index, n0)
+
+    for k in range(n_somata):
+        grow(("MSN", "GP", "INT")[k % 3], True)
+    first = ["EA", "MSN", "INT", "GP"]
+    attempts = 0
+    while attempts < 6 * max(n_cells, 80):
+        if n_cells and len(present) >= n_cells:
+            break
+        if not n_cells and coverage.fraction() >= FILL_TARGET:
+            break
+        ctype = first[attempts] if attempts < len(first) else types[rng.choice(len(types), p=weights / weights.sum())]
+        attempts += 1
+        grow(ctype, False)
+    for ci in range(len(g.m.cells)):
+        g.add_spines(ci)
+    synapses, clouds, contacts, boutons = place_synapses_and_contacts(g, rng, n_synapses=round(synapses_per_um3 * vol_um3))
+    mitos = place_mitochondria(g, rng, boutons)
+    missing, shifted = [], []
+    if artefacts:
+        for z in range(1, int(shape[2]) - 1):
+            u = rng.random()
+            if u < 0.006:
+                missing.append(z)
+            elif u < 0.018:
+                shifted.append((z, int(rng.integers(-6, 7)), int(rng.integers(-6, 7))))
+    return _freeze(g, shape_vx, voxel_size_nm, seed, synapses, clouds, contacts, mitos, missing, shifted)
+
+
+def _in_volume(g: Grower, ci: int) -> bool:
+    ix = g.index
+    sel = ix.cell[: ix.n] == ci
+    return bool(g.region.inside_volume((ix.a[: ix.n][sel] + ix.b[: ix.n][sel]) / 2).any())
+
+
+class _Coverage:
+    """Which of a grid of sample points in the volume lie inside some capsule (the fill so far)."""
+
+    def __init__(self, region: Region, n: int = 18):
+        axes = [np.linspace(lo, hi, n) for lo, hi in zip(region.lo, region.hi)]
+        self.points = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+        self.covered = np.zeros(len(self.points), dtype=bool)
+
+    def update(self, ix, start: int):
+        """Mark the points inside capsules `start:` of the index `ix`."""
+        if start >= ix.n:
+            return
+        todo = np.flatnonzero(~self.covered)
+        if not len(todo):
+            return
+        d, t = point_segment_distance(self.points[todo], ix.a[start: ix.n], ix.b[start: ix.n])
+        r = ix.ra[start: ix.n] + t * (ix.rb[start: ix.n] - ix.ra[start: ix.n])
+        self.covered[todo[(d < r).any(axis=1)]] = True
+
+    def fraction(self) -> float:
+        return float(self.covered.mean())
+
+
+def _freeze(g, shape_vx, voxel_size_nm, seed, synapses, clouds, contacts, mitos, missing, shifted) -> Tissue:
+    m, ix, n = g.m, g.index, g.index.n
+    C = len(m.cells)
+    nan3 = np.full(3, np.nan)
+    mi_a, mi_b, mi_r, mi_s0, mi_s1, mi_obj = [], [], [], [], [], []
+    for k, mito in enumerate(mitos):
+        p = mito.points_nm
+        s = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(p, axis=0), axis=1))])
+        for j in range(len(p) - 1):
+            mi_a.append(p[j]), mi_b.append(p[j + 1]), mi_r.append(mito.radius_nm)
+            mi_s0.append(s[j]), mi_s1.append(s[j + 1]), mi_obj.append(k)
+    ves = [c.vesicles_nm for c in clouds]
+    f = lambda xs, shape=(0, 3): np.asarray(xs, dtype=np.float64).reshape((-1,) + shape[1:])  # noqa: E731
+    return Tissue(
+        shape_vx=tuple(int(v) for v in shape_vx),
+        voxel_size_nm=tuple(float(v) for v in voxel_size_nm),
+        seed=int(seed),
+        cell_ids=np.array([c.id for c in m.cells], dtype=np.uint64),
+        cell_types=[c.type for c in m.cells],
+        soma_centre_nm=np.array([c.soma_centre_nm if c.soma_centre_nm is not None else nan3 for c in m.cells]).reshape(C, 3),
+        soma_radius_nm=np.array([c.soma_radius_nm for c in m.cells], dtype=np.float64),
+        nucleus_centre_nm=np.array([c.nucleus_centre_nm if c.nucleus_centre_nm is not None else nan3 for c in m.cells]).reshape(C, 3),
+        nucleus_radius_nm=np.array([c.nucleus_radius_nm for c in m.cells], dtype=np.float64),
+        cap_a=ix.a[:n].copy(), cap_b=ix.b[:n].copy(), cap_ra=ix.ra[:n].copy(), cap_rb=ix.rb[:n].copy(),
+        cap_cell=ix.cell[:n].copy(), cap_comp=ix.comp[:n].copy(),
+        mi_a=f(mi_a), mi_b=f(mi_b), mi_r=f(mi_r, (0,)), mi_s0=f(mi_s0, (0,)), mi_s1=f(mi_s1, (0,)),
+        mi_obj=np.asarray(mi_obj, dtype=np.int64), mito_cell=np.array([mi.cell for mi in mitos], dtype=np.int64),
+        vc_centre_nm=f([c.centre_nm for c in clouds]), vc_radius_nm=f([c.radius_nm for c in clouds], (0,)),
+        vc_cell=np.array([c.cell for c in clouds], dtype=np.int64),
+        ves_pos_nm=f(np.concatenate(ves) if ves else []),
+        ves_cell=np.concatenate([np.full(len(c.vesicles_nm), c.cell) for c in clouds]).astype(np.int64) if clouds else np.zeros(0, np.int64),
+        syn_pre=np.array([s.pre for s in synapses], dtype=np.int64),
+        syn_post=np.array([s.post for s in synapses], dtype=np.int64),
+        syn_centre_nm=f([s.centre_nm for s in synapses]), syn_normal=f([s.normal for s in synapses]),
+        syn_radius_nm=f([s.radius_nm for s in synapses], (0,)),
+        syn_asym=np.array([s.type == "asymmetric" for s in synapses], dtype=bool),
+        syn_post_comp=np.array([s.post_comp for s in synapses], dtype=np.int64),
+        syn_vc=np.array([s.vc for s in synapses], dtype=np.int64),
+        contact_a=np.array([c.cell_a for c in contacts], dtype=np.int64),
+        contact_b=np.array([c.cell_b for c in contacts], dtype=np.int64),
+        contact_centre_nm=f([c.centre_nm for c in contacts]),
+        contact_comp_b=np.array([c.comp_b for c in contacts], dtype=np.int64),
+        node_pos_nm=f(m.node_pos), node_radius_nm=f(m.node_radius, (0,)),
+        node_comp=np.asarray(m.node_comp, dtype=np.int8), node_cell=np.asarray(m.node_cell, dtype=np.int64),
+        node_parent=np.asarray(m.node_parent, dtype=np.int64), node_key=np.asarray(m.node_key, dtype=bool),
+        missing_sections=missing, shifted_sections=shifted,
+    )
