@@ -4,8 +4,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from syconn_ng.errors import InputError
+from syconn_ng.errors import InputError, SyconnError
 from syconn_ng.io import kzip
 from syconn_ng.io.annotation import read_annotation, write_annotation
 
@@ -103,3 +105,25 @@ def test_errors_inside_annotation_xml_name_the_member_and_line(tmp_path):
     with pytest.raises(InputError) as info:
         read_annotation(src)
     assert info.value.path == f"{src}[annotation.xml]" and info.value.line == 8
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)), min_size=1, max_size=4),
+       cut=st.none() | st.floats(0, 1))
+def test_mutated_and_truncated_kzips_raise_only_syconn_errors(tmp_path, flips, cut):
+    good = tmp_path / "good.k.zip"
+    if not good.exists():
+        skel = read_annotation(FIXTURES / "webknossos.nml")
+        skel.members = {"mergelist.txt": MERGELIST}
+        write_annotation(skel, good)
+    data = bytearray(good.read_bytes())
+    for pos, value in flips:
+        data[pos % len(data)] = value
+    if cut is not None:
+        data = data[: int(cut * len(data))]
+    bad = tmp_path / "bad.k.zip"
+    bad.write_bytes(bytes(data))
+    try:
+        read_annotation(bad)
+    except SyconnError:
+        pass

@@ -33,9 +33,8 @@ class CellTypeSpec:
     spine_interval_nm: tuple[float, float] | None
     axon_radius_nm: tuple[float, float]
     axon_branch_per_um: float
-    bead_interval_nm: tuple[float, float] | None
-    bead_radius_nm: tuple[float, float]
-    bouton_radius_nm: tuple[float, float]
+    varicosity_interval_nm: tuple[float, float]  # boutons en passant (beads) along the axon
+    varicosity_radius_nm: tuple[float, float]
     mito_fraction: float  # of the cell's neurite volume
     mito_length_nm: tuple[float, float]
     synapse_type: str
@@ -48,29 +47,29 @@ CELL_TYPE_SPECS: dict[str, CellTypeSpec] = {
     "EA": CellTypeSpec(
         weight=0.42, soma_radius_nm=None, n_dendrites=(0, 0), dendrite_radius_nm=(0, 0),
         dendrite_min_radius_nm=0, dendrite_branch_per_um=0.0, spine_interval_nm=None,
-        axon_radius_nm=(45, 70), axon_branch_per_um=0.06, bead_interval_nm=None, bead_radius_nm=(0, 0),
-        bouton_radius_nm=(200, 320), mito_fraction=0.05, mito_length_nm=(200, 400),
+        axon_radius_nm=(45, 70), axon_branch_per_um=0.06, varicosity_interval_nm=(700, 1600),
+        varicosity_radius_nm=(190, 300), mito_fraction=0.05, mito_length_nm=(200, 400),
         synapse_type="asymmetric", post_preference=(0.3, 1.0, 0.05), tortuosity_deg=14,
     ),
     "MSN": CellTypeSpec(
         weight=0.33, soma_radius_nm=(1000, 1300), n_dendrites=(4, 6), dendrite_radius_nm=(230, 330),
         dendrite_min_radius_nm=150, dendrite_branch_per_um=0.18, spine_interval_nm=(350, 800),
-        axon_radius_nm=(50, 70), axon_branch_per_um=0.05, bead_interval_nm=None, bead_radius_nm=(0, 0),
-        bouton_radius_nm=(170, 260), mito_fraction=0.075, mito_length_nm=(400, 1100),
+        axon_radius_nm=(50, 70), axon_branch_per_um=0.05, varicosity_interval_nm=(1200, 2500),
+        varicosity_radius_nm=(160, 240), mito_fraction=0.075, mito_length_nm=(400, 1100),
         synapse_type="symmetric", post_preference=(1.0, 0.0, 0.3), tortuosity_deg=24,
     ),
     "GP": CellTypeSpec(
         weight=0.10, soma_radius_nm=(1300, 1600), n_dendrites=(3, 5), dendrite_radius_nm=(420, 600),
         dendrite_min_radius_nm=300, dendrite_branch_per_um=0.08, spine_interval_nm=None,
-        axon_radius_nm=(90, 130), axon_branch_per_um=0.02, bead_interval_nm=None, bead_radius_nm=(0, 0),
-        bouton_radius_nm=(220, 320), mito_fraction=0.17, mito_length_nm=(700, 2000),
+        axon_radius_nm=(90, 130), axon_branch_per_um=0.02, varicosity_interval_nm=(1500, 3000),
+        varicosity_radius_nm=(200, 300), mito_fraction=0.17, mito_length_nm=(700, 2000),
         synapse_type="symmetric", post_preference=(1.0, 0.0, 0.3), tortuosity_deg=16,
     ),
     "INT": CellTypeSpec(
         weight=0.15, soma_radius_nm=(900, 1150), n_dendrites=(3, 5), dendrite_radius_nm=(150, 220),
         dendrite_min_radius_nm=110, dendrite_branch_per_um=0.12, spine_interval_nm=None,
-        axon_radius_nm=(32, 45), axon_branch_per_um=0.10, bead_interval_nm=(450, 900),
-        bead_radius_nm=(110, 160), bouton_radius_nm=(160, 230), mito_fraction=0.09,
+        axon_radius_nm=(32, 45), axon_branch_per_um=0.10, varicosity_interval_nm=(450, 900),
+        varicosity_radius_nm=(120, 170), mito_fraction=0.09,
         mito_length_nm=(300, 800), synapse_type="symmetric", post_preference=(1.0, 0.2, 1.0),
         tortuosity_deg=28,
     ),
@@ -245,6 +244,7 @@ class Grower:
         self.rng = rng
         self.m = Morphology()
         self.index = CapsuleIndex()
+        self.varicosities: list[int] = []  # node indices of boutons en passant
 
     # -- capsules ------------------------------------------------------------------
     def capsule(self, a, b, ra, rb, cell, comp) -> int:
@@ -345,33 +345,31 @@ class Grower:
         max_path = 25_000.0
         while stack:
             node, pos, direction, r, recent, path = stack.pop()
-            next_bead = rng.uniform(*spec.bead_interval_nm) if (comp == AXON and spec.bead_interval_nm) else np.inf
+            next_bead = rng.uniform(*spec.varicosity_interval_nm) if comp == AXON else np.inf
             since_bead = 0.0
             since_branch = 0.0
             while path < max_path:
-                bead = since_bead >= next_bead
-                r_node = rng.uniform(*spec.bead_radius_nm) if bead else r
                 cand = self._candidates(direction, spec.tortuosity_deg)
-                ends = pos[None] + cand * STEP_NM
-                mids = pos[None] + cand * (STEP_NM / 2)
-                depth = np.maximum(
-                    self.index.overlap_depth(ends, r_node, exclude=recent),
-                    self.index.overlap_depth(mids, r_node, exclude=recent),
-                )
-                angle = np.arccos(np.clip(cand @ direction, -1, 1))
-                cost = np.maximum(depth - 12.0, 0.0) / max(r_node, 30.0) * 4.0 + angle
-                k = int(np.argmin(cost))
-                if depth[k] > 0.5 * r_node + 25.0:
+                bead = since_bead >= next_bead
+                r_node = rng.uniform(*spec.varicosity_radius_nm) if bead else r
+                k, depth = self._best_step(pos, direction, cand, r_node, recent)
+                if bead and depth > 0.2 * r_node:  # no room for a bouton here: try further on
+                    bead, r_node = False, r
+                    k, depth = self._best_step(pos, direction, cand, r_node, recent)
+                if depth > 0.5 * r_node + 25.0:
                     break  # no room: the neurite ends here
-                new = ends[k]
+                new = pos + cand[k] * STEP_NM
                 seg = self.capsule(pos, new, self.m.node_radius[node], r_node, ci, comp)
                 node = self.m.add_node(new, r_node, comp, ci, node)
                 recent = (recent + [seg])[-3:]
+                if bead:
+                    recent = (recent + [self.capsule(new, new, r_node, r_node, ci, comp)])[-3:]
+                    self.varicosities.append(node)
+                    since_bead, next_bead = 0.0, rng.uniform(*spec.varicosity_interval_nm)
+                else:
+                    since_bead += STEP_NM
                 pos, direction = new, cand[k]
                 path += STEP_NM
-                since_bead = 0.0 if bead else since_bead + STEP_NM
-                if bead:
-                    next_bead = rng.uniform(*spec.bead_interval_nm)
                 if not reg.inside_growth(pos):
                     break
                 if comp == DENDRITE:
@@ -386,6 +384,17 @@ class Grower:
                     stack.append((node, pos, child_dir, child_r, list(recent), path))
             self.m.node_key[node] = True  # a neurite end
 
+    def _best_step(self, pos, direction, cand, r_node, recent):
+        """The candidate direction (index) that overlaps other capsules least, with its depth (nm)."""
+        depth = np.maximum(
+            self.index.overlap_depth(pos[None] + cand * STEP_NM, r_node, exclude=recent),
+            self.index.overlap_depth(pos[None] + cand * (STEP_NM / 2), r_node, exclude=recent),
+        )
+        angle = np.arccos(np.clip(cand @ direction, -1, 1))
+        cost = np.maximum(depth - 12.0, 0.0) / max(r_node, 30.0) * 4.0 + angle
+        k = int(np.argmin(cost))
+        return k, float(depth[k])
+
     def _candidates(self, direction, tortuosity_deg):
         """8 directions: straight on plus turns of up to ~`tortuosity_deg`, and 6 wider escapes."""
         rng = self.rng
@@ -397,49 +406,74 @@ class Grower:
         c = np.array(out)
         return c / np.linalg.norm(c, axis=1, keepdims=True)
 
-    # -- spines --------------------------------------------------------------------
-    def add_spines(self, ci: int):
-        """Spines (neck + head) along the dendrites of cell `ci`, where there is room."""
+    # -- spines ----------------------------------------------------------------------
+    def add_spines(self, ci: int, taken: set[int]):
+        """Spines (neck + head) along the dendrites of cell `ci`, where there is room.
+
+        A spine reaches for a bouton of an excitatory axon nearby when there is one (its head
+        then touches the bouton: a spine synapse); `taken` holds the boutons already reached.
+        """
         rng, m, spec = self.rng, self.m, CELL_TYPE_SPECS[self.m.cells[ci].type]
         if spec.spine_interval_nm is None:
             return
+        ea = [v for v in self.varicosities if m.cells[m.node_cell[v]].type == "EA"]
+        bpos = np.array([m.node_pos[v] for v in ea]).reshape(-1, 3)
         nodes = [i for i in range(len(m.node_pos)) if m.node_cell[i] == ci and m.node_comp[i] == DENDRITE and m.node_parent[i] >= 0]
         next_at = rng.uniform(*spec.spine_interval_nm)
         walked = 0.0
         for i in nodes:
-            p = m.node_parent[i]
-            walked += float(np.linalg.norm(m.node_pos[i] - m.node_pos[p]))
+            walked += float(np.linalg.norm(m.node_pos[i] - m.node_pos[m.node_parent[i]]))
             if walked < next_at or not self.region.inside_growth(m.node_pos[i]):
                 continue
             walked, next_at = 0.0, rng.uniform(*spec.spine_interval_nm)
-            self._add_spine(ci, i)
+            near = np.flatnonzero(np.linalg.norm(bpos - m.node_pos[i], axis=1) < m.node_radius[i] + 1600) if len(bpos) else []
+            near = [ea[j] for j in near if ea[j] not in taken]
+            if near and rng.random() < 0.8:
+                v = near[int(rng.integers(len(near)))]
+                if self._add_spine(ci, i, target=v):
+                    taken.add(v)
+                    continue
+            self._add_spine(ci, i, target=None)
 
-    def _add_spine(self, ci, base_node):
+    def _add_spine(self, ci, base_node, *, target) -> bool:
+        """One spine from dendrite node `base_node`: towards bouton node `target`, or where free."""
         rng, m = self.rng, self.m
         base, r_d = m.node_pos[base_node], m.node_radius[base_node]
         axis = base - m.node_pos[m.node_parent[base_node]]
         axis /= max(np.linalg.norm(axis), 1e-9)
-        neck_len = rng.uniform(350, 1000)
         r_neck = rng.uniform(38, 55)
         r_head = rng.uniform(120, 220)
+        exclude = (ci,)
+        if target is not None:
+            t_pos, t_r = m.node_pos[target], m.node_radius[target]
+            u = (t_pos - base) / max(np.linalg.norm(t_pos - base), 1e-9)
+            head = t_pos - u * (t_r + r_head + 5.0)
+            neck_len = float(np.dot(head - base, u)) - r_d - r_head
+            if neck_len < 150 or neck_len > 1400:
+                return False
+            options = [(u, head)]
+            exclude = (ci, m.node_cell[target])
+        else:
+            options = []
+            for _ in range(5):
+                d = np.cross(axis, random_unit(rng))
+                d /= max(np.linalg.norm(d), 1e-9)
+                d = d + axis * rng.uniform(-0.3, 0.3)
+                d /= np.linalg.norm(d)
+                options.append((d, base + d * (r_d + rng.uniform(350, 1000) + r_head * 0.8)))
         best = None
-        for _ in range(5):
-            d = np.cross(axis, random_unit(rng))
-            d /= max(np.linalg.norm(d), 1e-9)
-            d = d + axis * rng.uniform(-0.3, 0.3)
-            d /= np.linalg.norm(d)
-            neck_a = base + d * r_d * 0.9
-            head = base + d * (r_d + neck_len + r_head * 0.8)
+        for d, head in options:
             neck_b = head - d * r_head * 0.7
-            pts = np.array([neck_a + (neck_b - neck_a) * f for f in (0.5, 1.0)])
-            depth = max(self.index.overlap_depth(pts, r_neck, exclude_cells=(ci,)).max(),
-                        self.index.overlap_depth(head, r_head, exclude_cells=(ci,))[0] / 2)
+            pts = np.array([base + (neck_b - base) * f for f in (0.6, 0.8, 1.0)])
+            depth = max(self.index.overlap_depth(pts, r_neck, exclude_cells=exclude).max(),
+                        self.index.overlap_depth(head, r_head, exclude_cells=exclude)[0] / 2)
             if best is None or depth < best[0]:
-                best = (depth, neck_a, neck_b, head)
-        depth, neck_a, neck_b, head = best
+                best = (depth, neck_b, head)
+        depth, neck_b, head = best
         if depth > 40:
-            return
-        neck_node = m.add_node((neck_a + neck_b) / 2, r_neck, SPINE_NECK, ci, base_node)
+            return False
+        neck_node = m.add_node((base + neck_b) / 2 + (neck_b - base) * 0.25, r_neck, SPINE_NECK, ci, base_node)
         m.add_node(head, r_head, SPINE_HEAD, ci, neck_node, key=True)
         self.capsule(base, neck_b, r_neck, r_neck, ci, SPINE_NECK)
         self.capsule(head, head, r_head, r_head, ci, SPINE_HEAD)
+        return True

@@ -50,7 +50,8 @@ def place_mitochondria(g: Grower, rng: np.random.Generator, boutons: list[Bouton
             if mito is not None:
                 mitos.append(mito)
                 volume += _volume(mito)
-        if c.soma_centre_nm is not None:
+        if c.soma_centre_nm is not None and np.linalg.norm(
+                c.soma_centre_nm - np.clip(c.soma_centre_nm, g.region.lo, g.region.hi)) < c.soma_radius_nm:
             _soma_mitos(rng, c, ci, spec.mito_fraction, placed, mitos)
     for b in boutons:
         if CELL_TYPE_SPECS[m.cells[b.cell].type].synapse_type == "asymmetric" and rng.random() < 0.55:

@@ -1,9 +1,9 @@
 """Synapses and non-synaptic close contacts where axons pass dendrites, spine heads and somata.
 
-A synapse is a bouton (a sphere on the axon) pressed against the partner: the cleft is the
-flattened boundary between the two, its sj a thin disc of that boundary, its vesicle cloud a
-ball inside the bouton next to the cleft. A close contact is the same apposition made by a
-small swelling with no sj and no vesicles, so a detector has look-alikes to reject.
+A synapse is a bouton (a varicosity of the axon) that touches the partner: the cleft is the
+boundary between the two, its sj a thin disc of that boundary, its vesicle cloud a ball
+inside the bouton next to the cleft. A close contact is an axon shaft or a bouton touching a
+dendrite, spine or soma with no sj and no vesicles, so a detector has look-alikes to reject.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from scipy.spatial import cKDTree
 from syconn_ng.synth.geometry import AXON, CELL_TYPE_SPECS, DENDRITE, SOMA, SPINE_HEAD, Grower
 
 SAMPLE_NM = 50.0  # spacing of the centre-line samples searched for appositions
-MAX_GAP_NM = 250.0  # an axon this close to a partner's surface can reach it with a bouton
 VESICLE_RADIUS_NM = 20.0
 
 
@@ -74,18 +73,11 @@ def _centre_line_samples(g: Grower, comps):
     return np.concatenate(pos), np.concatenate(rad), np.concatenate(cell), np.concatenate(comp)
 
 
-def find_appositions(g: Grower):
-    """Sites where an axon passes within MAX_GAP_NM of another cell's dendrite, spine head or soma.
-
-    Returns a list of dicts (pre, post, axon point, partner point, radii, partner compartment),
-    at most one per 800 nm of axon and none within 400 nm of another site.
-    """
-    reg = g.region
-    a_pos, a_rad, a_cell, _ = _centre_line_samples(g, [AXON])
-    inside = reg.inside_volume(a_pos)
-    a_pos, a_rad, a_cell = a_pos[inside], a_rad[inside], a_cell[inside]
+def _nearest_partner(g: Grower, points, radii, cells):
+    """For each axon point: the gap (nm) to the nearest other cell's dendrite, spine head or
+    soma surface, that surface's centre point, radius, cell and compartment."""
     p_pos, p_rad, p_cell, p_comp = _centre_line_samples(g, [DENDRITE, SPINE_HEAD])
-    n = len(a_pos)
+    n = len(points)
     best_gap = np.full(n, np.inf)
     best_pt = np.zeros((n, 3))
     best_r = np.zeros(n)
@@ -93,10 +85,10 @@ def find_appositions(g: Grower):
     best_comp = np.full(n, -1)
     if len(p_pos) and n:
         k = min(24, len(p_pos))
-        d, j = cKDTree(p_pos).query(a_pos, k=k)
+        d, j = cKDTree(p_pos).query(points, k=k)
         d, j = d.reshape(n, k), j.reshape(n, k)
-        gap = d - a_rad[:, None] - p_rad[j]
-        gap[p_cell[j] == a_cell[:, None]] = np.inf
+        gap = d - radii[:, None] - p_rad[j]
+        gap[p_cell[j] == cells[:, None]] = np.inf
         m = np.argmin(gap, axis=1)
         rows = np.arange(n)
         best_gap = gap[rows, m]
@@ -105,115 +97,88 @@ def find_appositions(g: Grower):
     for ci, cell in enumerate(g.m.cells):
         if cell.soma_centre_nm is None:
             continue
-        gap = np.linalg.norm(a_pos - cell.soma_centre_nm, axis=1) - a_rad - cell.soma_radius_nm
-        better = (gap < best_gap) & (a_cell != ci)
+        gap = np.linalg.norm(points - cell.soma_centre_nm, axis=1) - radii - cell.soma_radius_nm
+        better = (gap < best_gap) & (cells != ci)
         best_gap = np.where(better, gap, best_gap)
         best_pt[better] = cell.soma_centre_nm
         best_r[better] = cell.soma_radius_nm
         best_cell[better] = ci
         best_comp[better] = SOMA
+    return best_gap, best_pt, best_r, best_cell, best_comp
+
+
+def _sites(g: Grower, points, radii, cells, *, touch_nm, spacing_nm, avoid=np.zeros((0, 3))):
+    """Appositions: axon points whose nearest partner surface is closer than `touch_nm`, at
+    least `spacing_nm` apart along one axon (half that between axons), away from `avoid`."""
+    gap, pt, rp, pcell, pcomp = _nearest_partner(g, points, radii, cells)
     sites: list[dict] = []
-    taken = np.zeros((0, 3))
-    taken_cell = np.zeros(0, int)
-    for i in np.argsort(best_gap, kind="stable"):
-        if best_gap[i] > MAX_GAP_NM:
+    taken, taken_cell = list(avoid), [-1] * len(avoid)
+    for i in np.argsort(gap, kind="stable"):
+        if gap[i] > touch_nm:
             break
-        if len(taken):
-            dist = np.linalg.norm(taken - a_pos[i], axis=1)
-            if np.any(dist < 400) or np.any((dist < 800) & (taken_cell == a_cell[i])):
+        if taken:
+            dist = np.linalg.norm(np.asarray(taken) - points[i], axis=1)
+            if np.any(dist < spacing_nm / 2) or np.any((dist < spacing_nm) & (np.asarray(taken_cell) == cells[i])):
                 continue
-        sites.append(dict(pre=int(a_cell[i]), post=int(best_cell[i]), a=a_pos[i], ra=float(a_rad[i]),
-                          d=best_pt[i], rp=float(best_r[i]), comp=int(best_comp[i])))
-        taken = np.vstack([taken, a_pos[i]])
-        taken_cell = np.append(taken_cell, a_cell[i])
+        normal = (pt[i] - points[i]) / max(np.linalg.norm(pt[i] - points[i]), 1e-9)
+        centre = points[i] + normal * (radii[i] + gap[i] / 2)
+        if not g.region.inside_volume(centre):
+            continue
+        sites.append(dict(pre=int(cells[i]), post=int(pcell[i]), comp=int(pcomp[i]), a=points[i],
+                          ra=float(radii[i]), normal=normal, centre=centre))
+        taken.append(points[i])
+        taken_cell.append(int(cells[i]))
     return sites
 
 
-def place_synapses_and_contacts(g: Grower, rng: np.random.Generator, *, n_synapses: int):
-    """Turn apposition sites into synapses (boutons, sj, vesicle clouds) and close contacts.
+def place_synapses_and_contacts(g: Grower, rng: np.random.Generator, *, n_synapses: int, touch_nm: float):
+    """Synapses at boutons that touch another cell's dendrite, spine head or soma; close contacts
+    where axon shafts (or boutons not chosen) touch one.
 
-    About `n_synapses` synapses (fewer if there are not enough sites), chosen by the pre
-    type's preference for the partner compartment; the other sites become close contacts,
-    and there are never fewer contacts than synapses.
+    About `n_synapses` synapses (fewer where there are not enough touching boutons), chosen by
+    the pre type's preference for the partner compartment; never fewer contacts than synapses.
+    Two surfaces 'touch' when closer than `touch_nm` (the extracellular space closes there).
     """
-    sites = find_appositions(g)
+    m = g.m
+    var = np.asarray(g.varicosities, dtype=np.int64)
+    v_pos = np.asarray(m.node_pos)[var].reshape(-1, 3)
+    v_rad = np.asarray(m.node_radius)[var]
+    v_cell = np.asarray(m.node_cell)[var]
+    bouton_sites = _sites(g, v_pos, v_rad, v_cell, touch_nm=touch_nm, spacing_nm=0.0)
+    for s in bouton_sites:
+        s["bouton"] = s["a"]
+    a_pos, a_rad, a_cell, _ = _centre_line_samples(g, [AXON])
+    off_bouton = np.ones(len(a_pos), dtype=bool)
+    for p, r in zip(v_pos, v_rad):
+        off_bouton &= np.linalg.norm(a_pos - p, axis=1) > r + 150
+    shaft_sites = _sites(g, a_pos[off_bouton], a_rad[off_bouton], a_cell[off_bouton], touch_nm=touch_nm,
+                         spacing_nm=800.0, avoid=v_pos)
+
     weights = []
-    for s in sites:
-        pref = CELL_TYPE_SPECS[g.m.cells[s["pre"]].type].post_preference
+    for s in bouton_sites:
+        pref = CELL_TYPE_SPECS[m.cells[s["pre"]].type].post_preference
         weights.append({DENDRITE: pref[0], SPINE_HEAD: pref[1], SOMA: pref[2]}[s["comp"]])
     w = np.maximum(np.asarray(weights, dtype=float), 1e-6)
     order = np.argsort(-(np.log(w) + rng.gumbel(size=len(w))), kind="stable") if len(w) else np.zeros(0, int)
-    n_syn_sites = min(int(n_synapses), len(sites) // 2)
-    syn_sites = [sites[i] for i in order[:n_syn_sites]]
-    contact_sites = [sites[i] for i in order[n_syn_sites:]]
-
-    node_cell = np.asarray(g.m.node_cell)
-    node_comp = np.asarray(g.m.node_comp)
-    node_pos = np.asarray(g.m.node_pos)
-    axon_nodes = {}
-    for ci in {s["pre"] for s in sites}:
-        ids = np.flatnonzero((node_cell == ci) & (node_comp == AXON))
-        axon_nodes[ci] = (ids, node_pos[ids])
-    contacts: list[Contact] = []
-    for s in contact_sites:
-        spec = CELL_TYPE_SPECS[g.m.cells[s["pre"]].type]
-        rs = max(s["ra"] * rng.uniform(1.4, 2.2), 75.0)
-        placed = _press(g, axon_nodes, s, rs, rng.uniform(25, 60), max_radius=spec.bouton_radius_nm[1])
-        if placed is not None:
-            contacts.append(Contact(s["pre"], s["post"], placed[1], s["comp"]))
+    n_syn = min(int(n_synapses), (len(bouton_sites) + len(shaft_sites)) // 2, len(bouton_sites))
 
     synapses: list[Synapse] = []
     clouds: list[VesicleCloud] = []
     boutons: list[Bouton] = []
-    for s in syn_sites:
-        if len(synapses) >= len(contacts):
-            break
-        spec = CELL_TYPE_SPECS[g.m.cells[s["pre"]].type]
-        rb = rng.uniform(*spec.bouton_radius_nm)
-        placed = _press(g, axon_nodes, s, rb, rng.uniform(50, 90), max_radius=rb, min_radius=0.7 * spec.bouton_radius_nm[0])
-        if placed is None:
-            continue
-        (b_centre, rb), c, normal = placed[0], placed[1], placed[2]
+    for i in order[:n_syn]:
+        s = bouton_sites[i]
+        spec = CELL_TYPE_SPECS[m.cells[s["pre"]].type]
+        rb, normal, b_centre = s["ra"], s["normal"], s["bouton"]
         asym = spec.synapse_type == "asymmetric"
-        radius = min(rng.uniform(110, 230) if asym else rng.uniform(90, 180), 0.75 * rb)
-        rv = min(rng.uniform(100, 170), rb - 60.0)
-        v_centre = c - normal * (rv + 25.0)
-        clouds.append(VesicleCloud(s["pre"], v_centre, rv, _vesicles(rng, v_centre, rv, b_centre, rb, c)))
-        synapses.append(Synapse(s["pre"], s["post"], c, normal, radius, spec.synapse_type, s["comp"], len(clouds) - 1))
+        radius = min(rng.uniform(120, 220) if asym else rng.uniform(100, 170), 0.7 * rb)
+        rv = min(rng.uniform(90, 160), rb - 50.0)
+        v_centre = b_centre + normal * (rb - rv - 25.0)
+        clouds.append(VesicleCloud(s["pre"], v_centre, rv, _vesicles(rng, v_centre, rv, b_centre, rb, s["centre"])))
+        synapses.append(Synapse(s["pre"], s["post"], s["centre"], normal, radius, spec.synapse_type, s["comp"], len(clouds) - 1))
         boutons.append(Bouton(s["pre"], b_centre, rb, normal))
+    contacts = [Contact(s["pre"], s["post"], s["centre"], s["comp"])
+                for s in shaft_sites + [bouton_sites[i] for i in order[n_syn:]]]
     return synapses, clouds, contacts, boutons
-
-
-def _press(g: Grower, axon_nodes, site, radius, overlap_nm, *, max_radius, min_radius=0.0):
-    """Put a sphere on the axon at `site`, pressed `overlap_nm` into the partner.
-
-    Returns ((centre, radius), boundary point, unit normal pre → post) or None where the
-    sphere would not fit (it may shrink down to `min_radius`) or would press into a third cell.
-    """
-    a, d, rp = site["a"], site["d"], site["rp"]
-    vec = d - a
-    dist = float(np.linalg.norm(vec))
-    if dist < 1.0:
-        return None
-    normal = vec / dist
-    radius = min(radius, max_radius, dist - rp + overlap_nm)
-    if radius < max(min_radius, site["ra"]):
-        return None
-    centre = d - normal * (rp + radius - overlap_nm)
-    region = g.region
-    boundary = centre + normal * (np.linalg.norm(d - centre) + radius - rp) / 2
-    if not region.inside_volume(boundary):
-        return None
-    depth = g.index.overlap_depth(centre, radius, exclude_cells=(site["pre"], site["post"]))[0]
-    if depth > 30.0:
-        return None
-    ids, pos = axon_nodes[site["pre"]]
-    parent = int(ids[np.argmin(np.linalg.norm(pos - a, axis=1))])
-    g.m.add_node(centre, radius, AXON, site["pre"], parent, key=True)
-    if np.linalg.norm(centre - a) > 10.0:
-        g.capsule(a, centre, site["ra"], min(radius, site["ra"] * 1.3), site["pre"], AXON)
-    g.capsule(centre, centre, radius, radius, site["pre"], AXON)
-    return (centre, radius), boundary, normal
 
 
 def _vesicles(rng, centre, radius, bouton_centre, bouton_radius, cleft):

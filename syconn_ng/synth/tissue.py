@@ -114,8 +114,9 @@ def build_tissue(shape_vx, voxel_size_nm, seed: int, *, n_cells: int = 0, synaps
         ctype = first[attempts] if attempts < len(first) else types[rng.choice(len(types), p=weights / weights.sum())]
         attempts += 1
         grow(ctype, False)
+    taken: set[int] = set()
     for ci in range(len(g.m.cells)):
-        g.add_spines(ci)
+        g.add_spines(ci, taken)
     synapses, clouds, contacts, boutons = place_synapses_and_contacts(g, rng, n_synapses=round(synapses_per_um3 * vol_um3))
     mitos = place_mitochondria(g, rng, boutons)
     missing, shifted = [], []
