@@ -79,6 +79,42 @@ class ObjectsConfig:
 
 
 @dataclass
+class HullsConfig:
+    """The `hulls` stage: rays cast from skeleton nodes through the barrier → cell hulls, node radii, the `cells` layer."""
+
+    node_spacing_nm: float = _f(50.0, "skeleton edges are interpolated so that nodes are at most this far apart (SyConn: 50)")
+    rays_per_node: int = _f(100, "rays cast from a node with two or more neighbours (SyConn: 100)")
+    rays_in_plane: int = _f(20, "of these, rays in the plane orthogonal to the skeleton; the others are tilted (SyConn: 20)")
+    max_tilt_deg: float = _f(60.0, "the other rays are tilted out of that plane by a uniform random angle up to this (SyConn: 60)")
+    rays_per_end_node: int = _f(200, "rays cast from an end node (fewer than two neighbours) (SyConn: 200)")
+    end_max_tilt_deg: float = _f(90.0, "tilt range of end-node rays (90 = directions over the whole sphere)")
+    step_vx: float = _f(0.25, "ray-marching step as a fraction of the smallest voxel side (SyConn: 1/4)")
+    barrier_cutoff: float = _f(0.4, "barrier values at or below this fraction of full scale count as 0 (SyConn: 0.4)")
+    barrier_threshold: float = _f(2.2, "a ray stops when the barrier summed over the voxels it entered reaches this, in full-scale voxels (SyConn: 2.2)")
+    hull_at: str = _f("entry", "where a stopped ray's hull point lies: 'entry' = where it entered the membrane that stopped it, 'stop' = where the sum reached the threshold (SyConn v1)")
+    max_ray_length_nm: float = _f(3000.0, "rays longer than this are discarded (SyConn: 2000 quarter-voxel steps)")
+    max_dist_mult: float = _f(1.4, "hull points farther from their node than this times the node radius are dropped (SyConn: 1.4)")
+    outlier_neighbors: int = _f(20, "a hull point is kept only with at least this many other hull points of its cell ... (SyConn: 20)")
+    outlier_radius_nm: float = _f(220.0, "... within this distance (SyConn: 220)")
+    seed: int = _f(0, "seed of the random ray tilts (combined with the cell id, so each cell's hull is reproducible)")
+    max_box_voxels: int = _f(50_000_000, "largest barrier box read at once; a larger cell is done in several boxes of nodes")
+    voxelize_spacing: float = _f(0.5, "voxelisation uses nodes at least this many node radii apart (fewer, larger star regions in somata)")
+    direction_bins: int = _f(8, "voxelisation: directions are binned on a cube map with this many bins per face side")
+    max_gap_deg: float = _f(35.0, "voxelisation: a direction farther than this from every kept ray of a node is outside that node's region")
+    mesh_reduction: int = _f(10, "mesh simplification factor passed to zmesh (0 or 1 = none)")
+
+
+@dataclass
+class MappingConfig:
+    """The `mapping` stage: each mi, vc and sj object → the cell(s) containing it."""
+
+    min_fraction_mi: float = _f(0.5, "an mi object belongs to the cell holding at least this fraction of its voxels (best cell only)")
+    min_fraction_vc: float = _f(0.5, "the same for vc objects")
+    min_fraction_sj: float = _f(0.2, "an sj object is listed with every cell within the dilation of at least this fraction of its voxels")
+    sj_dilation_vx: list[int] = _f([2, 2, 1], "sj voxels look for cells this many voxels away (x, y, z): the cleft and membranes are unlabelled")
+
+
+@dataclass
 class Config:
     """The whole `syconn.toml`."""
 
@@ -87,6 +123,8 @@ class Config:
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)
+    hulls: HullsConfig = field(default_factory=HullsConfig)
+    mapping: MappingConfig = field(default_factory=MappingConfig)
 
     def section_params(self, name: str) -> dict:
         """A section as a plain dict (what a stage's parameter hash is computed from)."""
@@ -97,6 +135,7 @@ _CHOICES = {
     ("executor", "kind"): {"local", "dask", "slurm", "sge"},
     ("chunking", "missing_chunks"): {"error", "zeros"},
     ("objects", "connectivity"): {6, 18, 26},
+    ("hulls", "hull_at"): {"entry", "stop"},
 }
 
 
@@ -168,8 +207,32 @@ def _check_consistency(cfg: Config, path: Path) -> None:
             raise ConfigError(path, "expected an integer >= 0", element=f"[objects] min_voxels_{t}")
     if not 0 <= cfg.objects.hysteresis_ratio < 1:
         raise ConfigError(path, "expected a ratio in [0, 1)", element="[objects] hysteresis_ratio")
+    _check_hulls_mapping(cfg, path)
     if cfg.executor.retries < 0 or cfg.executor.workers < 0:
         raise ConfigError(path, "expected integers >= 0", element="[executor] retries/workers")
+
+
+def _check_hulls_mapping(cfg: Config, path: Path) -> None:
+    h, m = cfg.hulls, cfg.mapping
+    positive = ("node_spacing_nm", "step_vx", "barrier_threshold", "max_ray_length_nm", "max_dist_mult", "outlier_radius_nm",
+                "max_box_voxels", "voxelize_spacing", "direction_bins", "max_gap_deg", "rays_per_node", "rays_per_end_node")
+    for name in positive:
+        if getattr(h, name) <= 0:
+            raise ConfigError(path, "expected a positive number", element=f"[hulls] {name}")
+    if not 0 <= h.rays_in_plane <= h.rays_per_node:
+        raise ConfigError(path, f"expected 0..rays_per_node ({h.rays_per_node})", element="[hulls] rays_in_plane")
+    if not 0 <= h.barrier_cutoff < 1:
+        raise ConfigError(path, "expected a fraction in [0, 1)", element="[hulls] barrier_cutoff")
+    for name in ("max_tilt_deg", "end_max_tilt_deg"):
+        if not 0 <= getattr(h, name) <= 90:
+            raise ConfigError(path, "expected an angle in [0, 90] degrees", element=f"[hulls] {name}")
+    if h.outlier_neighbors < 0 or h.mesh_reduction < 0:
+        raise ConfigError(path, "expected an integer >= 0", element="[hulls] outlier_neighbors/mesh_reduction")
+    for t in ("mi", "vc", "sj"):
+        if not 0 < getattr(m, f"min_fraction_{t}") <= 1:
+            raise ConfigError(path, "expected a fraction in (0, 1]", element=f"[mapping] min_fraction_{t}")
+    if len(m.sj_dilation_vx) != 3 or min(m.sj_dilation_vx) < 0:
+        raise ConfigError(path, "expected 3 integers >= 0", element="[mapping] sj_dilation_vx")
 
 
 def load_config(analysis_dir) -> Config:

@@ -127,7 +127,10 @@ def read_box(vol, box: Box, *, fill_value=0) -> np.ndarray:
         missing = sorted(name for name, ok in vol.exists(inner.slices()).items() if not ok)
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
         raise InputError(vol.cloudpath, f"missing chunk(s) {shown or '?'} (set [chunking] missing_chunks = 'zeros' to read them as zeros)", element=f"chunk {missing[0] if missing else inner}") from err
-    out[inner.slices(relative_to=box.start)] = np.asarray(data)
+    data = np.asarray(data)
+    if data.shape != inner.shape + (vol.num_channels,):  # CloudVolume returns a 1-voxel read as (C, 1, 1, 1)
+        data = data.reshape(inner.shape + (vol.num_channels,))
+    out[inner.slices(relative_to=box.start)] = data
     return out
 
 

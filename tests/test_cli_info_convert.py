@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from syconn_ng.io.annotation import read_annotation
+from syconn_ng.io.annotation import read_annotation, write_annotation
 from syconn_ng.layers import create_layer
 
 FIXTURES = Path(__file__).parent / "fixtures" / "knossos"
@@ -76,6 +76,15 @@ def test_info_on_a_precomputed_layer(tmp_path):
     assert out["encoding"] == "compressed_segmentation"
     assert out["mesh"] == "mesh"
     assert len(out["scales"]) == 1
+    assert info_json(f"file://{tmp_path / 'seg'}")["bounds"] == out["bounds"]
+
+
+def test_info_on_a_kzip_lists_its_members(tmp_path):
+    skel = read_annotation(FIXTURES / "knossos_3.nml")
+    skel.members = {"mergelist.txt": b"1 0 0 1\n0 0 0\n\n\n", "plugin.py": b"print('never run')\n"}
+    write_annotation(skel, tmp_path / "a.k.zip")
+    out = info_json(tmp_path / "a.k.zip")
+    assert (out["dialect"], out["nodes"], out["members"]) == ("syconn_ng", 2, ["mergelist.txt", "plugin.py"])
 
 
 def test_info_on_bad_input_prints_one_error_line_and_exits_2(tmp_path):

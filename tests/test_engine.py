@@ -163,6 +163,26 @@ def test_stage_fails_with_retries_zero_on_first_error(tmp_path, executor):
         run_stage(TallyStage(fail_first=[key(0)]), a, executor=executor, progress=False)
 
 
+def cell_task(analysis, task) -> int:
+    (analysis.root / "out" / f"cell_{task.cell_id}.txt").write_text(task.where())
+    return task.cell_id
+
+
+class PerCellStage(TallyStage):
+    name = "percell"
+
+    def passes(self, analysis):
+        return [Pass("cell", cell_task, [5, 7, 9])]
+
+
+def test_per_cell_tasks_run_once_per_cell_with_their_own_markers(analysis, executor):
+    report = run_stage(PerCellStage(), analysis, executor=executor, progress=False)
+    assert sorted(report.ran_keys) == ["cell_5", "cell_7", "cell_9"]
+    assert (analysis.root / "out" / "cell_7.txt").read_text() == "cell 7"
+    assert {p.stem for p in (analysis.state_dir / "percell").glob("cell_*.json")} == {"cell_5", "cell_7", "cell_9"}
+    assert run_stage(PerCellStage(), analysis, executor=executor, progress=False).skipped == 3
+
+
 # ---------------------------------------------------------------- progress
 
 def test_progress_callback_reports_tasks_voxels_and_eta(analysis, executor):
@@ -200,9 +220,13 @@ def test_local_and_dask_executors_give_byte_identical_outputs(tmp_path, executor
             report = run_stage(STAGE, dask, executor=DaskExecutor(client), progress=False)
             assert report.ran == 8 + 1 + 8
             assert len(client.scheduler_info()["workers"]) == 2
-    a, b = output_files(local.root), output_files(dask.root)
-    assert len(a) > 3 * 8 and a.keys() == b.keys()
-    assert [k for k in a if a[k] != b[k]] == []
+            cli = make_analysis(tmp_path / "cli", prob)  # the command line, on the same cluster
+            proc = subprocess.run([sys.executable, "-m", "syconn_ng", "run", str(cli.root), "--executor", "dask",
+                                   "--scheduler", cluster.scheduler_address, "--only", "objects", "--quiet"], capture_output=True, text=True)
+            assert proc.returncode == 0, proc.stderr
+    a, b, c = output_files(local.root), output_files(dask.root), output_files(cli.root)
+    assert len(a) > 3 * 8 and a.keys() == b.keys() == c.keys()
+    assert [k for k in a if a[k] != b[k] or a[k] != c[k]] == []
 
 
 # ---------------------------------------------------------------- kill and resume through the CLI
@@ -266,10 +290,9 @@ def test_killed_run_resumes_only_unfinished_tasks_with_identical_result(tmp_path
         else:
             assert json.loads(p.read_text())["finished"] >= started
     assert output_files(a.root) == output_files(whole.root)
+    assert not list(a.root.rglob("*.tmp"))  # temporary files of killed writers are swept
     for kind in ORGANELLES:
-        layer = a.root / "layers" / kind
-        assert not list(layer.rglob("*.tmp"))
-        assert _decodes(layer) == 4 * 4 * 6
+        assert _decodes(a.root / "layers" / kind) == 4 * 4 * 6
 
 
 # ---------------------------------------------------------------- commands
@@ -296,10 +319,20 @@ def test_run_exits_nonzero_with_the_failure_summary(tmp_path):
     prob = random_probabilities((32, 32, 64), seed=2, density=0.05)
     a = make_analysis(tmp_path, prob)
     (tmp_path / "layers/organelles/10_10_20/0-32_0-32_32-64").unlink()
-    proc = subprocess.run([sys.executable, "-m", "syconn_ng", "run", str(a.root), "--workers", "1", "--quiet"],
+    proc = subprocess.run([sys.executable, "-m", "syconn_ng", "run", str(a.root), "--only", "objects", "--workers", "1", "--quiet"],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     assert "error: stage 'objects': 1 of 2 tasks of pass 'label' failed" in proc.stderr
     assert "0-32_0-32_32-64" in proc.stderr
     unknown = subprocess.run([sys.executable, "-m", "syconn_ng", "run", str(a.root), "--only", "nonsense"], capture_output=True, text=True)
-    assert unknown.returncode == 2 and "available: objects" in unknown.stderr
+    assert unknown.returncode == 2 and "unknown or not yet available stage 'nonsense'" in unknown.stderr and "objects" in unknown.stderr
+
+
+def test_second_concurrent_run_of_a_stage_is_refused(analysis, executor):
+    from syconn_ng.engine.state import StageState, params_hash
+    from syconn_ng.errors import SyconnError
+
+    with StageState(analysis.state_dir, "tally", params_hash({})).lock():
+        with pytest.raises(SyconnError, match="another run is working on stage 'tally'"):
+            run_stage(TallyStage(), analysis, executor=executor, progress=False)
+    assert run_stage(TallyStage(), analysis, executor=executor, progress=False).ran == 6

@@ -18,13 +18,14 @@ FIXTURES = Path(__file__).parent / "fixtures" / "knossos"
 WKNML_READABLE = {
     "knossos_current.nml": 1,
     "knossos_3.nml": 1,
+    "knossos_4.nml": 1,
     "knossos_2018_numbering.nml": 0,
     "knossos_utils.nml": 0,
     "webknossos_micrometer.nml": 0,
     "empty.nml": 0,
 }
 # what our writer wrote from each fixture: every one that has <experiment> and <scale>
-WRITTEN = ["knossos_current.nml", "knossos_3.nml", "knossos_2018_numbering.nml", "knossos_utils.nml",
+WRITTEN = ["knossos_current.nml", "knossos_4.nml", "knossos_3.nml", "knossos_2018_numbering.nml", "knossos_utils.nml",
            "webknossos.nml", "webknossos_micrometer.nml", "float_ids_and_coordinates.nml", "empty.nml"]
 
 

@@ -72,6 +72,17 @@ def test_knossos_3_legacy_elements_and_metadata_tokens_are_kept():
     assert (node(s, 1).x, node(s, 1).y, node(s, 1).z) == (49, 59, 69)
 
 
+def test_knossos_4_explicit_tree_comment_and_max_only_movement_area():
+    s = read("knossos_4.nml")
+    assert s.dialect == "knossos_legacy"  # 4.x still wrote <offset>
+    assert s.trees[0].comment == "bipolar cell" and s.trees[0].visible
+    n8 = node(s, 8)
+    assert (n8.x, n8.y, n8.z, n8.radius, n8.comment) == (1029, 1039, 514, 2.5, "first branch")
+    assert s.parameters.scale_nm == (16.5, 16.5, 25)
+    assert any(x.startswith("<MovementArea") and "max.x" in x for x in s.parameters.extra)
+    assert s.branchpoints == [7]
+
+
 def test_node_position_numbering_index_origin_0_means_zero_based():
     s = read("knossos_2018_numbering.nml")
     assert s.dialect == "knossos"
@@ -179,3 +190,30 @@ def test_webknossos_rescale_uses_dataset_voxel_size_for_radius():
     n1 = node(s, 1)
     assert (n1.x, n1.y, n1.z) == (200, 400, 50)
     assert n1.radius == 10.0
+
+
+def test_large_files_stream_every_node_in_order(tmp_path):
+    from syconn_ng.io.annotation import write_annotation
+    from syconn_ng.io.skeleton import Node, Skeleton, Tree
+
+    trees = []
+    for t in range(3):
+        ids = range(t * 2000 + 1, t * 2000 + 2001)
+        nodes = [Node(i, i % 97, i % 89, i % 7, 1.5, "c" if i % 10 == 0 else "", i, 0, 1,
+                      {"subobjectId": str(i)} if i % 3 == 0 else {}) for i in ids]
+        trees.append(Tree(t + 1, nodes=nodes, edges=list(zip(ids[:-1], ids[1:]))))
+    skel = Skeleton(trees=trees)
+    write_annotation(skel, tmp_path / "big.nml")
+    back = read_annotation(tmp_path / "big.nml")
+    back.dialect = skel.dialect
+    assert back == skel
+
+
+def test_webknossos_meta_without_parameters_still_means_zero_based(tmp_path):
+    f = tmp_path / "wk.nml"
+    f.write_text('<things><meta name="writer" content="wk"/><thing id="1"><nodes>'
+                 '<node id="1" x="5" y="6" z="7" radius="10"/></nodes></thing></things>')
+    s = read_annotation(f)
+    assert s.dialect == "webknossos"
+    n = s.trees[0].nodes[0]
+    assert (n.x, n.y, n.z, n.radius) == (5, 6, 7, 10)  # no scale: the radius stays a number

@@ -5,17 +5,18 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import wknml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
 from syconn_ng.errors import SyconnError
 from syconn_ng.io.annotation import read_annotation, write_annotation
-from syconn_ng.io.nml import time_checksum
+from syconn_ng.io.nml import _NODE_KEYS, _THING_KEYS, time_checksum
 from syconn_ng.io.skeleton import Group, Node, Parameters, Skeleton, Tree
 
 FIXTURES = Path(__file__).parent / "fixtures" / "knossos"
-GOOD = ["knossos_current.nml", "knossos_3.nml", "knossos_2018_numbering.nml", "knossos_utils.nml",
+GOOD = ["knossos_current.nml", "knossos_4.nml", "knossos_3.nml", "knossos_2018_numbering.nml", "knossos_utils.nml",
         "webknossos.nml", "webknossos_micrometer.nml", "float_ids_and_coordinates.nml", "minimal.nml",
         "empty.nml"]
 
@@ -104,8 +105,8 @@ name = st.from_regex(r"[a-z][a-zA-Z0-9_]{0,5}", fullmatch=True)
 coord = st.integers(-4000, 4 * 10**7).map(lambda v: v / 4)
 ids = st.integers(0, 2**64 - 1)
 small = st.none() | st.integers(-(2**40), 2**40)
-node_attr_keys = name.filter(lambda k: k not in ("id", "x", "y", "z", "radius", "time", "comment"))
-tree_attr_keys = name.filter(lambda k: k not in ("id", "visible", "comment", "name"))
+node_attr_keys = name.filter(lambda k: k not in _NODE_KEYS)
+tree_attr_keys = name.filter(lambda k: k not in _THING_KEYS and k != "name")
 
 
 @st.composite
@@ -140,3 +141,23 @@ def test_random_skeletons_survive_write_then_read_unchanged(tmp_path, skel, suff
         skel.members = {"mergelist.txt": b"1 0 0 1\n0 0 0\n\n\n", "notes/readme.txt": "ü".encode()}
     write_annotation(skel, out)
     assert same(read_annotation(out), skel)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(skel=skeletons())
+def test_random_skeletons_we_write_read_the_same_in_wknml(tmp_path, skel):
+    skel.parameters.experiment = "random"  # wknml needs both
+    skel.parameters.scale_nm = (10.0, 10.0, 25.0)
+    for n in skel.nodes():
+        n.attrs = {}  # wknml would parse e.g. a "rotX" attribute itself
+    write_annotation(skel, tmp_path / "r.nml")
+    with open(tmp_path / "r.nml", "rb") as f:
+        theirs = wknml.parse_nml(f)
+    assert [(t.id, t.name or "") for t in theirs.trees] == [(t.id, t.comment) for t in skel.trees]
+    for wt, t in zip(theirs.trees, skel.trees):
+        assert [(n.id, tuple(n.position), n.radius, n.time) for n in wt.nodes] == [
+            (n.id, (n.x + 1, n.y + 1, n.z + 1), n.radius, n.time) for n in t.nodes]
+        assert [(e.source, e.target) for e in wt.edges] == t.edges
+    comments = {n.id: n.comment for n in skel.nodes() if n.comment} | skel.orphan_comments
+    assert {c.node: c.content for c in theirs.comments} == comments
+    assert [b.id for b in theirs.branchpoints] == skel.branchpoints

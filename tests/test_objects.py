@@ -7,17 +7,20 @@ the results back through CloudVolume; references are whole-volume `cc3d` labelli
 from __future__ import annotations
 
 import json
+import tempfile
 
 import cc3d
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from organelle_data import VOXEL_SIZE_NM, assert_same_partition, make_analysis, random_probabilities, read_layer, write_organelles
 from syconn_ng.box import Box
 from syconn_ng.engine import LocalExecutor, run_stage
 from syconn_ng.errors import InputError, StageError
-from syconn_ng.stages.objects import ORGANELLES, STAGE, TABLE_COLUMNS, task_boxes, threshold_u8
+from syconn_ng.stages.objects import ORGANELLES, STAGE, TABLE_COLUMNS, threshold_u8
 
 pytestmark = pytest.mark.xdist_group("objects")
 
@@ -64,6 +67,26 @@ def test_stitched_objects_equal_whole_volume_labelling(tmp_path, executor, conne
         assert got.dtype == np.uint64
         assert_same_partition(got, want)
         assert got.max() == len(np.unique(want)) - 1  # ids are 1..n, no gaps
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shape=st.tuples(*[st.integers(9, 48)] * 3),
+    chunk=st.sampled_from([8, 16]),
+    task_chunks=st.tuples(*[st.integers(1, 3)] * 3),
+    connectivity=st.sampled_from([6, 18, 26]),
+    seed=st.integers(0, 2**16),
+)
+def test_stitching_equals_whole_volume_labelling_for_any_grid(executor, shape, chunk, task_chunks, connectivity, seed):
+    density = {6: 0.25, 18: 0.12, 26: 0.06}[connectivity]
+    prob = random_probabilities(shape, seed=seed, density=density, balls=2)
+    with tempfile.TemporaryDirectory() as tmp:
+        a = make_analysis(tmp, prob, chunk=(chunk,) * 3, task=tuple(chunk * t for t in task_chunks),
+                          objects={"connectivity": connectivity, **NO_FILTER})
+        run(a, executor)
+        for c, kind in enumerate(ORGANELLES):
+            want = reference(prob[..., c], getattr(a.config.objects, f"threshold_{kind}"), connectivity)
+            assert_same_partition(read_layer(a.layer_path(kind)), want)
 
 
 def test_volume_not_a_multiple_of_the_task_size_is_labelled_whole(tmp_path, executor):

@@ -123,14 +123,20 @@ def run_stage(stage: Stage, analysis, *, force: bool = False, progress: bool = T
     one `[executor]` in the config describes (created only if there is work, closed at the end).
     `callback` gets a `Progress` after every finished task.
     """
-    from tqdm.auto import tqdm
-
     params = stage.params(analysis)
     upstream = getattr(stage, "upstream", None)
     if upstream is not None:  # a re-run upstream stage makes this one stale
         params["upstream"] = {name: _finished(analysis, name) for name in upstream(analysis)}
     phash = params_hash(params)
     state = StageState(analysis.state_dir, stage.name, phash)
+    with state.lock():
+        return _run_locked(stage, analysis, state, params, force, progress, executor, callback)
+
+
+def _run_locked(stage, analysis, state: StageState, params: dict, force: bool, progress: bool, executor, callback) -> StageReport:
+    from tqdm.auto import tqdm
+
+    phash = state.phash
     fresh = force or not state.is_current()
     stage.prepare(analysis, fresh=fresh)
     if fresh:

@@ -64,7 +64,10 @@ class DaskExecutor:
         self._own = client is None
         self._cluster = cluster
         if client is None:
-            client = Client(cluster) if cluster is not None else Client(address)
+            try:
+                client = Client(cluster) if cluster is not None else Client(address, timeout="20s")
+            except (OSError, TimeoutError) as err:
+                raise ConfigError("syconn.toml", f"cannot reach the dask scheduler {address!r}: {err}", element="[executor] scheduler") from err
         self.client = client
 
     def map_unordered(self, func: Callable, items: Iterable[tuple]) -> Iterator[tuple[int, object]]:

@@ -10,8 +10,10 @@ import hashlib
 import json
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
+from syconn_ng.errors import SyconnError
 from syconn_ng.layers import atomic_write_text, remove_temp_files
 
 
@@ -64,6 +66,19 @@ class StageState:
         shutil.rmtree(self.dir, ignore_errors=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.dir / self.PARAMS, json.dumps({"params_hash": self.phash, "params": params}, indent=1, sort_keys=True, default=str))
+
+    @contextmanager
+    def lock(self):
+        """Hold the stage's lock file for a run; a second concurrent run of the stage fails at once."""
+        import fcntl
+
+        self.dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.dir.parent / f".{self.stage}.lock", "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise SyconnError(f"another run is working on stage '{self.stage}' of this analysis ({self.dir.parent})") from None
+            yield
 
     def sweep(self) -> None:
         """Remove temporary files a killed writer left behind."""

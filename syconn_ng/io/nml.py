@@ -8,6 +8,7 @@ keeping every element and attribute the model carries. Details: docs/knossos_fil
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import math
 import re
@@ -35,6 +36,8 @@ _UNIT_NM = {
     "nanometer": 1.0, "nm": 1.0, "micrometer": 1e3, "um": 1e3, "µm": 1e3,
     "millimeter": 1e6, "mm": 1e6, "picometer": 1e-3, "pm": 1e-3, "angstrom": 0.1, "å": 0.1,
 }
+_PLAIN_NODE = ["id", "radius", "x", "y", "z", "inVp", "inMag", "time"]
+_PLAIN_NODE_COMMENTED = _PLAIN_NODE + ["comment"]
 _NODE_KEYS = ("id", "x", "y", "z", "radius", "inVp", "inMag", "time", "comment")
 _THING_KEYS = ("id", "visible", "isVisible", "color.r", "color.g", "color.b", "color.a",
                "colorr", "colorg", "colorb", "colora", "groupId", "comment")
@@ -42,6 +45,7 @@ _KNOWN_PARAMETERS = ("experiment", "scale", "time", "editPosition", "activeNode"
                      "lastsavedin", "nodes_0_based", "node_position_numbering")
 _WEBKNOSSOS_PARAMETERS = ("zoomLevel", "editRotation", "userBoundingBox", "taskBoundingBox")
 _LEGACY_PARAMETERS = ("offset", "skeletonDisplayMode", "idleTime")
+_EVENT_TAGS = ("node", "edge", "thing", "parameters", "comments", "branchpoints", "groups", "things")
 
 
 # --------------------------------------------------------------------------------------
@@ -109,11 +113,11 @@ class _Reader:
         self.tree = None  # the Tree being filled
         self.tree_el = None
         self.tree_ids = set()
+        self.root = None  # the <things> element, set at the first event
 
     # -- errors and numbers ---------------------------------------------------------
-    def error(self, message, el=None, element=None):
-        return InputError(self.path, message, element=element or (_describe(el) if el is not None else None),
-                          line=getattr(el, "sourceline", None))
+    def error(self, message, el):
+        return InputError(self.path, message, element=_describe(el), line=el.sourceline)
 
     def int_attr(self, el, value, name, *, unsigned=True):
         """An integer attribute; a float string is truncated as KNOSSOS does (PyK compat)."""
@@ -166,6 +170,11 @@ class _Reader:
 
         Markers live in `<meta>`/`<parameters>`, which every writer puts before the trees.
         """
+        # unknown root elements (webKnossos <meta>) before this tree are not serialised yet
+        for child in self.root:
+            if child is self.tree_el:
+                break
+            self.seen.add(child.tag)
         dialect = self.dialect()
         webknossos = dialect == "webknossos"
         origin = self.index_origin
@@ -192,8 +201,45 @@ class _Reader:
 
     # -- elements ---------------------------------------------------------------------
     def node(self, el):
+        """`<node>`: fast paths for plain values; anything unusual goes to `checked_node`."""
         if self.transform is None:
             self.fix_transform()
+        _, origin, rounding, radius_factor = self.transform
+        keys = el.keys()
+        try:
+            if keys == _PLAIN_NODE or keys == _PLAIN_NODE_COMMENTED:  # KNOSSOS' and our layout
+                values = el.values()
+                nid, radius, x, y, z, in_vp, in_mag, time = values[:8]
+                comment = values[8] if len(values) == 9 else ""
+                a = {}
+                in_vp, in_mag, time, radius = int(in_vp), int(in_mag), int(time), float(radius) * radius_factor
+            else:
+                a = dict(zip(keys, el.values()))
+                nid, x, y, z = a.pop("id"), a.pop("x"), a.pop("y"), a.pop("z")
+                v = a.pop("radius", None)
+                radius = 1.5 if v is None else float(v) * radius_factor
+                v = a.pop("inVp", None)
+                in_vp = None if v is None else int(v)
+                v = a.pop("inMag", None)
+                in_mag = None if v is None else int(v)
+                v = a.pop("time", None)
+                time = None if v is None else int(v)
+                comment = a.pop("comment", "")
+            nid = int(nid)
+            x = float(x) - origin
+            y = float(y) - origin
+            z = float(z) - origin
+        except (KeyError, ValueError):
+            return self.checked_node(el)
+        total = x + y + z + radius
+        if rounding or total - total != 0.0 or not 0 <= nid < 2**64 or nid in self.nodes:
+            return self.checked_node(el)
+        node = Node(nid, x, y, z, radius, comment, time, in_vp, in_mag, a)
+        self.nodes[nid] = node
+        self.tree.nodes.append(node)
+
+    def checked_node(self, el):
+        """`<node>` with every value checked, float ids truncated and rescaling applied."""
         factor, origin, rounding, radius_factor = self.transform
         a = dict(el.attrib)
         f = self.float_attr
@@ -224,14 +270,36 @@ class _Reader:
     def edge(self, el):
         a = el.attrib
         try:
-            s = self.int_attr(el, a["source"], "source")
-            t = self.int_attr(el, a["target"], "target")
-        except KeyError as e:
-            raise self.error(f"attribute {e.args[0]!r} missing", el) from None
+            s = int(a["source"])
+            t = int(a["target"])
+            if not (0 <= s < 2**64 and 0 <= t < 2**64):
+                raise ValueError
+        except (KeyError, ValueError):
+            s = self.int_attr(el, self.required(el, dict(a), "source"), "source")
+            t = self.int_attr(el, self.required(el, dict(a), "target"), "target")
         nodes = self.nodes
         if s not in nodes or t not in nodes:
             self.pending_edges.append((s, t, el.sourceline))
         self.tree.edges.append((s, t))
+
+    def keep_unknown(self, upto):
+        """Keep (serialised) and free the root elements before `upto` (all when None): unknown ones."""
+        for child in list(self.root):
+            if child is upto:
+                break
+            if isinstance(child.tag, str):
+                self.seen.add(child.tag)
+                self.skel.extra.append(_serialise(child))
+            self.root.remove(child)
+
+    def enter(self, container, tag, root) -> bool:
+        """True if `container` is the `<nodes>`/`<edges>` (for `tag`) of a `<thing>` under the root."""
+        thing = container.getparent()
+        if container.tag != tag + "s" or thing is None or thing.tag != "thing" or thing.getparent() is not root:
+            return False
+        if self.tree_el is not thing:
+            self.open_tree(thing)
+        return True
 
     def open_tree(self, thing_el):
         """Start the Tree of `<thing>` (at its first node or edge, or at its end)."""
@@ -400,29 +468,38 @@ def read_nml(f, *, path, voxel_size_nm=None) -> Skeleton:
     src = _Head(f)
     reader = _Reader(path, voxel_size_nm, _sniff(src.head, path))
     root = None
+    # Millions of new nodes would trigger needless full garbage collections (none are cyclic).
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
     try:
-        context = etree.iterparse(src, events=("end",), **PARSER_OPTIONS)
+        # Only these tags make events; unknown root elements are kept when the next one ends.
+        context = etree.iterparse(src, events=("end",), tag=_EVENT_TAGS, **PARSER_OPTIONS)
+        containers = {"node": None, "edge": None}  # the current tree's <nodes>, <edges>, once checked
+        done = 0
         for _, el in context:
             if root is None:
-                root = _check_root(el, path)
-            parent = el.getparent()
+                root = reader.root = _check_root(el, path)
             tag = el.tag
             if tag == "node" or tag == "edge":
-                container = parent.getparent() if parent is not None else None
-                if (container is not None and container.tag == "thing" and container.getparent() is root
-                        and parent.tag == ("nodes" if tag == "node" else "edges")):
-                    if reader.tree_el is not container:
-                        reader.open_tree(container)
-                    if tag == "node":
-                        reader.node(el)
-                    else:
-                        reader.edge(el)
-                    el.clear()
-                    while el.getprevious() is not None:
-                        del parent[0]
+                parent = el.getparent()
+                if parent is not containers[tag]:
+                    if not reader.enter(parent, tag, root):
+                        continue  # e.g. inside a kept unknown element
+                    containers[tag] = parent
+                if tag == "node":
+                    reader.node(el)
+                else:
+                    reader.edge(el)
+                done += 1
+                if done % 1024 == 0:  # free what was read; later siblings may be parsed already
+                    del parent[:parent.index(el)]
                 continue
-            if parent is not root or parent is None:
+            parent = el.getparent()
+            if parent is None:  # the end of <things>
+                reader.keep_unknown(None)
+            if parent is not root or tag == "things":  # a nested <things> is an unknown element
                 continue
+            reader.keep_unknown(el)
             reader.seen.add(tag)
             if tag == "thing":
                 reader.close_tree(el)
@@ -434,13 +511,14 @@ def read_nml(f, *, path, voxel_size_nm=None) -> Skeleton:
                 reader.branchpoints_el(el)
             elif tag == "groups":
                 reader.skel.groups.extend(reader.groups(el))
-            elif isinstance(tag, str):
-                reader.skel.extra.append(_serialise(el))
-            el.clear()
-            while el.getprevious() is not None:
-                del root[0]
+            del root[0]
+        if root is None:  # no element made an event: check what the root was
+            _check_root(context.root, path)
     except etree.XMLSyntaxError as err:
         raise InputError(path, f"malformed XML: {err.msg}", line=err.lineno or None) from None
+    finally:
+        if gc_was_enabled:
+            gc.enable()
     return reader.finish()
 
 

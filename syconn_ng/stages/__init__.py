@@ -13,6 +13,8 @@ PIPELINE = ("barrier", "organelles", "objects", "hulls", "mapping", "compartment
 
 STAGES: dict[str, str] = {
     "objects": "syconn_ng.stages.objects:STAGE",
+    "hulls": "syconn_ng.stages.hulls:STAGE",
+    "mapping": "syconn_ng.stages.mapping:STAGE",
 }
 
 

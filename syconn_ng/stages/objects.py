@@ -24,7 +24,8 @@ import numpy as np
 from syconn_ng.box import Box
 from syconn_ng.engine.driver import Pass
 from syconn_ng.errors import InputError
-from syconn_ng.layers import atomic_write_bytes, atomic_write_text, create_layer, layer_box, local_dir, open_layer, read_box, write_box
+from syconn_ng.layers import (atomic_write_bytes, atomic_write_text, create_layer, layer_box, local_dir, open_layer, read_box,
+                             remove_temp_files, write_box)
 
 ORGANELLES = ("sj", "vc", "mi")  # channel order of the organelle probability layer
 TABLE_COLUMNS = ("id", "voxels", "volume_nm3", "bbox_x0", "bbox_y0", "bbox_z0", "bbox_x1", "bbox_y1", "bbox_z1",
@@ -178,6 +179,12 @@ def _local_layer(analysis, kind: str) -> str:
     return "file://" + str(_scratch(analysis) / f"local_{kind}")
 
 
+def _npy_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
 def _npz_bytes(**arrays) -> bytes:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
@@ -286,7 +293,8 @@ def stitch_task(analysis, task) -> dict:
         remap, table = merge_components(n_nodes, np.concatenate(pairs), min_voxels=p["objects"][f"min_voxels_{kind}"], **node)
         out = _scratch(analysis) / "stitch"
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / f"{kind}.npz", _npz_bytes(remap=remap, offsets=offsets))
+        atomic_write_bytes(out / f"{kind}_offsets.npy", _npy_bytes(offsets))
+        atomic_write_bytes(out / f"{kind}_remap.npy", _npy_bytes(remap))
         _write_table(analysis.tables_dir / f"objects_{kind}.csv", table, voxel_nm3)
         counts[kind] = len(table["id"])
     return counts
@@ -309,9 +317,10 @@ def relabel_task(analysis, task) -> dict:
     index = task.index
     counts = {}
     for kind in ORGANELLES:
-        with np.load(_scratch(analysis) / "stitch" / f"{kind}.npz") as z:
-            offsets = z["offsets"]
-            lut = z["remap"][offsets[index]: offsets[index + 1] + 1].copy()
+        stitch = _scratch(analysis) / "stitch"
+        offsets = np.load(stitch / f"{kind}_offsets.npy")
+        remap = np.load(stitch / f"{kind}_remap.npy", mmap_mode="r")  # only this task's slice is read
+        lut = np.array(remap[offsets[index]: offsets[index + 1] + 1])
         lut[0] = 0  # local 0 (background) must stay 0, whatever the previous task's last label maps to
         local = read_box(open_layer(_local_layer(analysis, kind)), task.box)[..., 0]
         out = lut[local]
@@ -358,6 +367,8 @@ class ObjectsStage:
             raise InputError(path, f"voxel size {list(vol.resolution)} nm differs from [dataset] voxel_size_nm {list(analysis.voxel_size_nm)}", element="info: resolution")
         bounds = layer_box(vol)
         outputs = [analysis.layer_path(k) for k in ORGANELLES] + [_local_layer(analysis, k) for k in ORGANELLES]
+        if _scratch(analysis).is_dir():
+            remove_temp_files(_scratch(analysis))
         if fresh:
             shutil.rmtree(_scratch(analysis), ignore_errors=True)
             for out in outputs:
@@ -367,6 +378,7 @@ class ObjectsStage:
         for out, dtype in zip(outputs, [np.uint64] * 3 + [np.uint32] * 3):
             d = local_dir(out)
             if d is not None and (d / "info").exists():
+                remove_temp_files(d)  # left by a killed run; the driver holds the stage lock
                 continue
             create_layer(out, layer_type="segmentation", dtype=dtype, voxel_size_nm=analysis.voxel_size_nm,
                          shape=bounds.shape, voxel_offset=bounds.start, chunk_size=analysis.config.chunking.chunk_size,

@@ -48,28 +48,28 @@ CELL_TYPE_SPECS: dict[str, CellTypeSpec] = {
         weight=0.42, soma_radius_nm=None, n_dendrites=(0, 0), dendrite_radius_nm=(0, 0),
         dendrite_min_radius_nm=0, dendrite_branch_per_um=0.0, spine_interval_nm=None,
         axon_radius_nm=(45, 70), axon_branch_per_um=0.06, varicosity_interval_nm=(700, 1600),
-        varicosity_radius_nm=(190, 300), mito_fraction=0.05, mito_length_nm=(200, 400),
+        varicosity_radius_nm=(190, 300), mito_fraction=0.08, mito_length_nm=(200, 400),
         synapse_type="asymmetric", post_preference=(0.3, 1.0, 0.05), tortuosity_deg=14,
     ),
     "MSN": CellTypeSpec(
         weight=0.33, soma_radius_nm=(1000, 1300), n_dendrites=(4, 6), dendrite_radius_nm=(230, 330),
         dendrite_min_radius_nm=150, dendrite_branch_per_um=0.18, spine_interval_nm=(350, 800),
         axon_radius_nm=(50, 70), axon_branch_per_um=0.05, varicosity_interval_nm=(1200, 2500),
-        varicosity_radius_nm=(160, 240), mito_fraction=0.075, mito_length_nm=(400, 1100),
+        varicosity_radius_nm=(160, 240), mito_fraction=0.11, mito_length_nm=(400, 1100),
         synapse_type="symmetric", post_preference=(1.0, 0.0, 0.3), tortuosity_deg=24,
     ),
     "GP": CellTypeSpec(
         weight=0.10, soma_radius_nm=(1300, 1600), n_dendrites=(3, 5), dendrite_radius_nm=(420, 600),
         dendrite_min_radius_nm=300, dendrite_branch_per_um=0.08, spine_interval_nm=None,
         axon_radius_nm=(90, 130), axon_branch_per_um=0.02, varicosity_interval_nm=(1500, 3000),
-        varicosity_radius_nm=(200, 300), mito_fraction=0.17, mito_length_nm=(700, 2000),
+        varicosity_radius_nm=(200, 300), mito_fraction=0.22, mito_length_nm=(700, 2000),
         synapse_type="symmetric", post_preference=(1.0, 0.0, 0.3), tortuosity_deg=16,
     ),
     "INT": CellTypeSpec(
         weight=0.15, soma_radius_nm=(900, 1150), n_dendrites=(3, 5), dendrite_radius_nm=(150, 220),
         dendrite_min_radius_nm=110, dendrite_branch_per_um=0.12, spine_interval_nm=None,
         axon_radius_nm=(32, 45), axon_branch_per_um=0.10, varicosity_interval_nm=(450, 900),
-        varicosity_radius_nm=(120, 170), mito_fraction=0.09,
+        varicosity_radius_nm=(120, 170), mito_fraction=0.12,
         mito_length_nm=(300, 800), synapse_type="symmetric", post_preference=(1.0, 0.2, 1.0),
         tortuosity_deg=28,
     ),
@@ -164,8 +164,9 @@ class CapsuleIndex:
                     found.update(self.grid.get((gx, gy, gz), ()))
         return np.fromiter(found, dtype=np.int64, count=len(found))
 
-    def overlap_depth(self, points, radius, *, exclude=(), exclude_cells=()) -> np.ndarray:
-        """(P,) how deep (nm) spheres of `radius` at `points` (P, 3) reach into other capsules."""
+    def overlap(self, points, radius, *, exclude=(), exclude_cells=()) -> np.ndarray:
+        """(P,) how far spheres of `radius` at `points` (P, 3) reach into other capsules, as a
+        fraction of the smaller of the two radii (0: no overlap; ~1: the thinner one is cut)."""
         pts = np.atleast_2d(points)
         reach = float(radius) + 700.0
         idx = self.near(pts.min(0) - reach, pts.max(0) + reach)
@@ -178,7 +179,7 @@ class CapsuleIndex:
             return np.zeros(len(pts))
         d, t = point_segment_distance(pts, self.a[idx], self.b[idx])
         rr = self.ra[idx] + t * (self.rb[idx] - self.ra[idx])
-        return np.maximum(0.0, radius + rr - d).max(axis=1)
+        return (np.maximum(0.0, radius + rr - d) / np.minimum(radius, rr)).max(axis=1)
 
 
 def point_segment_distance(points, a, b):
@@ -245,6 +246,8 @@ class Grower:
         self.m = Morphology()
         self.index = CapsuleIndex()
         self.varicosities: list[int] = []  # node indices of boutons en passant
+        self.heads = CapsuleIndex()  # spine heads, for excitatory boutons to find
+        self.head_taken = np.zeros(0, dtype=bool)
 
     # -- capsules ------------------------------------------------------------------
     def capsule(self, a, b, ra, rb, cell, comp) -> int:
@@ -262,8 +265,9 @@ class Grower:
             self._grow_passing(ci, AXON, spec, rng.uniform(*spec.axon_radius_nm), start=None)
             return ci
         R = rng.uniform(*spec.soma_radius_nm)
-        if soma_inside:
-            centre = self._free_soma_position(R, reg.lo + 0.15 * size, reg.hi - 0.15 * size, min_margin=-0.5 * R)
+        if soma_inside:  # in small volumes the soma sits at a face, so it does not fill the volume
+            at_face = min(size) < 3 * R
+            centre = self._free_soma_position(R, reg.lo - 0.8 * R, reg.hi + 0.8 * R, min_margin=0.25 * R if at_face else None)
         else:
             centre = self._free_soma_position(R, reg.lo - 3500.0, reg.hi + 3500.0, min_margin=R + 300.0)
         if centre is None:
@@ -292,20 +296,18 @@ class Grower:
         return ci
 
     def _free_soma_position(self, R, lo, hi, *, min_margin):
-        """A soma centre in [lo, hi] that overlaps no other soma, at least `min_margin` outside
-        the volume (negative: may lie inside), or None after a few tries."""
+        """A soma centre in [lo, hi] that overlaps no other soma or neurite, at least `min_margin`
+        outside the volume (None: anywhere), or None after a few tries."""
         reg = self.region
         for _ in range(60):
             c = self.rng.uniform(lo, hi)
             outside_by = np.max(np.maximum(reg.lo - c, c - reg.hi))
-            if min_margin > 0 and outside_by < min_margin:
+            if min_margin is not None and outside_by < min_margin:
                 continue
-            ok = True
-            for other in self.m.cells:
-                if other.soma_centre_nm is not None and np.linalg.norm(other.soma_centre_nm - c) < R + other.soma_radius_nm + 200:
-                    ok = False
-                    break
-            if ok and (min_margin > 0 or self.index.overlap_depth(c, R * 0.8)[0] < 50):
+            if any(o.soma_centre_nm is not None and np.linalg.norm(o.soma_centre_nm - c) < R + o.soma_radius_nm + 200
+                   for o in self.m.cells):
+                continue
+            if outside_by > R + 300 or self.index.overlap(c, R)[0] < 0.3:
                 return c
         return None
 
@@ -332,7 +334,7 @@ class Grower:
             stem = self.m.add_node(centre + direction * R * 0.92, r0 * 1.15, comp, ci, soma_node)
             node = self.m.add_node(entry, r0, comp, ci, stem)
             recent = [self.capsule(self.m.node_pos[stem], entry, r0 * 1.15, r0, ci, comp)]
-        if self.index.overlap_depth(entry, r0, exclude=recent)[0] > 0.6 * r0 + 20:
+        if self.index.overlap(entry, r0, exclude=recent)[0] > 0.9:
             return
         self._grow_neurite(ci, node, entry, direction, r0, comp, spec, recent=recent)
 
@@ -343,20 +345,30 @@ class Grower:
         r_min = 0.8 * spec.axon_radius_nm[0] if comp == AXON else spec.dendrite_min_radius_nm
         stack = [(node, pos, direction, r0, list(recent), 0.0)]
         max_path = 25_000.0
+        seeks_spines = comp == AXON and spec.synapse_type == "asymmetric"
         while stack:
             node, pos, direction, r, recent, path = stack.pop()
             next_bead = rng.uniform(*spec.varicosity_interval_nm) if comp == AXON else np.inf
-            since_bead = 0.0
-            since_branch = 0.0
+            next_spine = rng.uniform(*spec.spine_interval_nm) if (comp == DENDRITE and spec.spine_interval_nm) else np.inf
+            since_bead = since_branch = since_spine = 0.0
             while path < max_path:
                 cand = self._candidates(direction, spec.tortuosity_deg)
-                bead = since_bead >= next_bead
-                r_node = rng.uniform(*spec.varicosity_radius_nm) if bead else r
-                k, depth = self._best_step(pos, direction, cand, r_node, recent)
-                if bead and depth > 0.2 * r_node:  # no room for a bouton here: try further on
+                k = None
+                if seeks_spines and since_bead >= 300.0:  # excitatory boutons form on spine heads
+                    r_node = rng.uniform(*spec.varicosity_radius_nm)
+                    k, depth = self._step_onto_spine(pos, direction, cand, r_node, recent, ci)
+                    bead = k is not None
+                if k is None:
+                    bead = since_bead >= next_bead
+                    r_node = rng.uniform(*spec.varicosity_radius_nm) if bead else r
+                    k, depth = self._best_step(pos, direction, cand, r_node, recent)
+                if bead and depth > 0.6:  # no room for a bouton here: try further on
                     bead, r_node = False, r
                     k, depth = self._best_step(pos, direction, cand, r_node, recent)
-                if depth > 0.5 * r_node + 25.0:
+                if depth > 0.9:  # squeeze through: look round more widely
+                    cand = np.array([perturb(direction, np.deg2rad(rng.uniform(0, 110)), rng) for _ in range(16)])
+                    k, depth = self._best_step(pos, direction, cand, r_node, recent)
+                if depth > 0.9:
                     break  # no room: the neurite ends here
                 new = pos + cand[k] * STEP_NM
                 seg = self.capsule(pos, new, self.m.node_radius[node], r_node, ci, comp)
@@ -374,6 +386,10 @@ class Grower:
                     break
                 if comp == DENDRITE:
                     r = max(r_min, r * 0.985)
+                since_spine += STEP_NM
+                if since_spine >= next_spine:
+                    since_spine, next_spine = 0.0, rng.uniform(*spec.spine_interval_nm)
+                    self._add_spine(ci, node, recent)
                 since_branch += STEP_NM
                 if since_branch > 600 and rng.random() < branch_p:
                     since_branch = 0.0
@@ -384,14 +400,33 @@ class Grower:
                     stack.append((node, pos, child_dir, child_r, list(recent), path))
             self.m.node_key[node] = True  # a neurite end
 
+    def _step_onto_spine(self, pos, direction, cand, r_node, recent, ci):
+        """A step (index, overlap) whose bouton of radius `r_node` would touch a free spine head
+        of another cell, or (None, 0) if no candidate does."""
+        ends = pos[None] + cand * STEP_NM
+        idx = self.heads.near(ends.min(0) - r_node - 300, ends.max(0) + r_node + 300)
+        idx = idx[(self.heads.cell[idx] != ci) & ~self.head_taken[idx]] if len(idx) else idx
+        if not len(idx):
+            return None, 0.0
+        gap = np.linalg.norm(ends[:, None] - self.heads.a[idx][None], axis=2) - r_node - self.heads.ra[idx][None]
+        touching = (gap > -25.0) & (gap < 30.0)
+        ok = np.flatnonzero(touching.any(axis=1) & (np.arccos(np.clip(cand @ direction, -1, 1)) < np.deg2rad(60)))
+        if not len(ok):
+            return None, 0.0
+        k, depth = self._best_step(pos, direction, cand[ok], r_node, recent)
+        if depth > 0.6:
+            return None, 0.0
+        self.head_taken[idx[touching[ok[k]]]] = True
+        return int(ok[k]), depth
+
     def _best_step(self, pos, direction, cand, r_node, recent):
-        """The candidate direction (index) that overlaps other capsules least, with its depth (nm)."""
+        """The candidate direction (index) that overlaps other capsules least, with its overlap."""
         depth = np.maximum(
-            self.index.overlap_depth(pos[None] + cand * STEP_NM, r_node, exclude=recent),
-            self.index.overlap_depth(pos[None] + cand * (STEP_NM / 2), r_node, exclude=recent),
+            self.index.overlap(pos[None] + cand * STEP_NM, r_node, exclude=recent),
+            self.index.overlap(pos[None] + cand * (STEP_NM / 2), r_node, exclude=recent),
         )
         angle = np.arccos(np.clip(cand @ direction, -1, 1))
-        cost = np.maximum(depth - 12.0, 0.0) / max(r_node, 30.0) * 4.0 + angle
+        cost = np.maximum(depth - 0.1, 0.0) * 4.0 + angle
         k = int(np.argmin(cost))
         return k, float(depth[k])
 
@@ -407,73 +442,34 @@ class Grower:
         return c / np.linalg.norm(c, axis=1, keepdims=True)
 
     # -- spines ----------------------------------------------------------------------
-    def add_spines(self, ci: int, taken: set[int]):
-        """Spines (neck + head) along the dendrites of cell `ci`, where there is room.
-
-        A spine reaches for a bouton of an excitatory axon nearby when there is one (its head
-        then touches the bouton: a spine synapse); `taken` holds the boutons already reached.
-        """
-        rng, m, spec = self.rng, self.m, CELL_TYPE_SPECS[self.m.cells[ci].type]
-        if spec.spine_interval_nm is None:
-            return
-        ea = [v for v in self.varicosities if m.cells[m.node_cell[v]].type == "EA"]
-        bpos = np.array([m.node_pos[v] for v in ea]).reshape(-1, 3)
-        nodes = [i for i in range(len(m.node_pos)) if m.node_cell[i] == ci and m.node_comp[i] == DENDRITE and m.node_parent[i] >= 0]
-        next_at = rng.uniform(*spec.spine_interval_nm)
-        walked = 0.0
-        for i in nodes:
-            walked += float(np.linalg.norm(m.node_pos[i] - m.node_pos[m.node_parent[i]]))
-            if walked < next_at or not self.region.inside_growth(m.node_pos[i]):
-                continue
-            walked, next_at = 0.0, rng.uniform(*spec.spine_interval_nm)
-            near = np.flatnonzero(np.linalg.norm(bpos - m.node_pos[i], axis=1) < m.node_radius[i] + 1600) if len(bpos) else []
-            near = [ea[j] for j in near if ea[j] not in taken]
-            if near and rng.random() < 0.8:
-                v = near[int(rng.integers(len(near)))]
-                if self._add_spine(ci, i, target=v):
-                    taken.add(v)
-                    continue
-            self._add_spine(ci, i, target=None)
-
-    def _add_spine(self, ci, base_node, *, target) -> bool:
-        """One spine from dendrite node `base_node`: towards bouton node `target`, or where free."""
+    def _add_spine(self, ci, base_node, recent) -> bool:
+        """A spine (neck + head) from dendrite node `base_node`, in a direction where there is room."""
         rng, m = self.rng, self.m
         base, r_d = m.node_pos[base_node], m.node_radius[base_node]
         axis = base - m.node_pos[m.node_parent[base_node]]
         axis /= max(np.linalg.norm(axis), 1e-9)
         r_neck = rng.uniform(38, 55)
         r_head = rng.uniform(120, 220)
-        exclude = (ci,)
-        if target is not None:
-            t_pos, t_r = m.node_pos[target], m.node_radius[target]
-            u = (t_pos - base) / max(np.linalg.norm(t_pos - base), 1e-9)
-            head = t_pos - u * (t_r + r_head + 5.0)
-            neck_len = float(np.dot(head - base, u)) - r_d - r_head
-            if neck_len < 150 or neck_len > 1400:
-                return False
-            options = [(u, head)]
-            exclude = (ci, m.node_cell[target])
-        else:
-            options = []
-            for _ in range(5):
-                d = np.cross(axis, random_unit(rng))
-                d /= max(np.linalg.norm(d), 1e-9)
-                d = d + axis * rng.uniform(-0.3, 0.3)
-                d /= np.linalg.norm(d)
-                options.append((d, base + d * (r_d + rng.uniform(350, 1000) + r_head * 0.8)))
         best = None
-        for d, head in options:
+        for _ in range(6):
+            d = np.cross(axis, random_unit(rng))
+            d /= max(np.linalg.norm(d), 1e-9)
+            d = d + axis * rng.uniform(-0.3, 0.3)
+            d /= np.linalg.norm(d)
+            head = base + d * (r_d + rng.uniform(300, 900) + r_head * 0.8)
             neck_b = head - d * r_head * 0.7
             pts = np.array([base + (neck_b - base) * f for f in (0.6, 0.8, 1.0)])
-            depth = max(self.index.overlap_depth(pts, r_neck, exclude_cells=exclude).max(),
-                        self.index.overlap_depth(head, r_head, exclude_cells=exclude)[0] / 2)
+            depth = max(self.index.overlap(pts, r_neck, exclude=recent).max(),
+                        self.index.overlap(head, r_head, exclude=recent)[0])
             if best is None or depth < best[0]:
                 best = (depth, neck_b, head)
         depth, neck_b, head = best
-        if depth > 40:
+        if depth > 0.3:
             return False
-        neck_node = m.add_node((base + neck_b) / 2 + (neck_b - base) * 0.25, r_neck, SPINE_NECK, ci, base_node)
+        neck_node = m.add_node(base + (neck_b - base) * 0.75, r_neck, SPINE_NECK, ci, base_node)
         m.add_node(head, r_head, SPINE_HEAD, ci, neck_node, key=True)
         self.capsule(base, neck_b, r_neck, r_neck, ci, SPINE_NECK)
         self.capsule(head, head, r_head, r_head, ci, SPINE_HEAD)
+        self.heads.add(head, head, r_head, r_head, ci, SPINE_HEAD)
+        self.head_taken = np.append(self.head_taken, False)
         return True

@@ -65,7 +65,7 @@ def _volume(mito: Mito) -> float:
 
 
 def _fits(placed: CapsuleIndex, points, r) -> bool:
-    return bool(placed.overlap_depth(points, r + 15.0).max() <= 0.0)
+    return bool(placed.overlap(points, r + 15.0).max() <= 0.0)
 
 
 def _register(placed: CapsuleIndex, mito: Mito, ci: int):

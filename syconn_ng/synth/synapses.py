@@ -157,7 +157,8 @@ def place_synapses_and_contacts(g: Grower, rng: np.random.Generator, *, n_synaps
     weights = []
     for s in bouton_sites:
         pref = CELL_TYPE_SPECS[m.cells[s["pre"]].type].post_preference
-        weights.append({DENDRITE: pref[0], SPINE_HEAD: pref[1], SOMA: pref[2]}[s["comp"]])
+        excitatory = 3.0 if m.cells[s["pre"]].type == "EA" else 1.0  # most synapses in Area X are excitatory inputs
+        weights.append(excitatory * {DENDRITE: pref[0], SPINE_HEAD: pref[1], SOMA: pref[2]}[s["comp"]])
     w = np.maximum(np.asarray(weights, dtype=float), 1e-6)
     order = np.argsort(-(np.log(w) + rng.gumbel(size=len(w))), kind="stable") if len(w) else np.zeros(0, int)
     n_syn = min(int(n_synapses), (len(bouton_sites) + len(shaft_sites)) // 2, len(bouton_sites))
@@ -183,7 +184,7 @@ def place_synapses_and_contacts(g: Grower, rng: np.random.Generator, *, n_synaps
 
 def _vesicles(rng, centre, radius, bouton_centre, bouton_radius, cleft):
     """Vesicle centres (K, 3) packed in the cloud, denser near the cleft, 2 radii apart."""
-    n_target = int(0.3 * (radius / VESICLE_RADIUS_NM) ** 3)
+    n_target = int(0.45 * (radius / VESICLE_RADIUS_NM) ** 3)
     cand = centre + rng.normal(size=(6 * n_target + 10, 3)) * radius / 2
     inside = (np.linalg.norm(cand - centre, axis=1) < radius - VESICLE_RADIUS_NM) & (
         np.linalg.norm(cand - bouton_centre, axis=1) < bouton_radius - 2 * VESICLE_RADIUS_NM)

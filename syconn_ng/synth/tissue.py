@@ -15,7 +15,8 @@ from syconn_ng.synth.geometry import CELL_TYPE_SPECS, CELL_TYPES, Grower, Region
 from syconn_ng.synth.mitochondria import place_mitochondria
 from syconn_ng.synth.synapses import place_synapses_and_contacts
 
-FILL_TARGET = 0.62  # capsule volume per tissue volume the automatic cell count aims at
+FILL_TARGET = 0.7  # share of the volume inside capsules that the automatic cell count aims at
+FILL_NM = 85.0  # cells extend this far beyond their capsules into free space (closing the ECS)
 SOMATA_PER_UM3 = 0.004
 
 
@@ -26,6 +27,7 @@ class Tissue:
     shape_vx: tuple[int, int, int]
     voxel_size_nm: tuple[float, float, float]
     seed: int
+    fill_nm: float  # how far cells reach beyond their capsules into free space
     cell_ids: np.ndarray  # (C,) uint64
     cell_types: list[str]
     soma_centre_nm: np.ndarray  # (C, 3), NaN where the cell has no soma
@@ -50,6 +52,7 @@ class Tissue:
     vc_cell: np.ndarray
     ves_pos_nm: np.ndarray  # (K, 3) vesicle centres
     ves_cell: np.ndarray
+    ves_vc: np.ndarray  # (K,) cloud index
     syn_pre: np.ndarray  # (N,) cell index
     syn_post: np.ndarray
     syn_centre_nm: np.ndarray
@@ -105,29 +108,47 @@ def build_tissue(shape_vx, voxel_size_nm, seed: int, *, n_cells: int = 0, synaps
     for k in range(n_somata):
         grow(("MSN", "GP", "INT")[k % 3], True)
     first = ["EA", "MSN", "INT", "GP"]
-    attempts = 0
-    while attempts < 6 * max(n_cells, 80):
+    attempts, history, filling = 0, [], False
+    while attempts < 8 * max(n_cells, 100):
         if n_cells and len(present) >= n_cells:
             break
-        if not n_cells and coverage.fraction() >= FILL_TARGET:
-            break
-        ctype = first[attempts] if attempts < len(first) else types[rng.choice(len(types), p=weights / weights.sum())]
+        history.append(coverage.fraction())
+        stalled = len(history) > 40 and history[-1] - history[-40] < 0.006
+        if not n_cells and (history[-1] >= FILL_TARGET or (stalled and filling)):
+            break  # dense enough, or no room left even for thin axons
+        if stalled and not filling:  # the gaps left are for thin axons only
+            filling, history = True, []
+        if attempts < len(first):
+            ctype = first[attempts]
+        elif filling:
+            ctype = "EA" if rng.random() < 0.75 else "INT"
+        else:
+            ctype = types[rng.choice(len(types), p=weights / weights.sum())]
         attempts += 1
         grow(ctype, False)
-    taken: set[int] = set()
-    for ci in range(len(g.m.cells)):
-        g.add_spines(ci, taken)
-    synapses, clouds, contacts, boutons = place_synapses_and_contacts(g, rng, n_synapses=round(synapses_per_um3 * vol_um3))
+    synapses, clouds, contacts, boutons = place_synapses_and_contacts(
+        g, rng, n_synapses=round(synapses_per_um3 * vol_um3), touch_nm=2 * FILL_NM - 25.0)
     mitos = place_mitochondria(g, rng, boutons)
-    missing, shifted = [], []
-    if artefacts:
-        for z in range(1, int(shape[2]) - 1):
-            u = rng.random()
-            if u < 0.006:
-                missing.append(z)
-            elif u < 0.018:
-                shifted.append((z, int(rng.integers(-6, 7)), int(rng.integers(-6, 7))))
+    missing, shifted = (_artefact_sections(rng, int(shape[2])) if artefacts else ([], []))
     return _freeze(g, shape_vx, voxel_size_nm, seed, synapses, clouds, contacts, mitos, missing, shifted)
+
+
+def _artefact_sections(rng, n_z: int):
+    """Missing sections (~1 in 150, at least one from 64 sections) and sections shifted in xy
+    (~1 in 80, at least one from 32 sections), never the first or last."""
+    z = np.arange(1, n_z - 1)
+    u = rng.random(len(z))
+    missing = [int(v) for v in z[u < 1 / 150]]
+    shifted_z = [int(v) for v in z[(u >= 1 / 150) & (u < 1 / 150 + 1 / 80)]]
+    if n_z >= 64 and not missing:
+        missing = [int(rng.integers(1, n_z - 1))]
+    if n_z >= 32 and not shifted_z:
+        shifted_z = [int(v) for v in rng.choice([v for v in z if v not in missing], 1)]
+    shifts = []
+    for v in shifted_z:
+        d = rng.integers(2, 7, 2) * rng.choice([-1, 1], 2)
+        shifts.append((v, int(d[0]), int(d[1])))
+    return missing, shifts
 
 
 def _in_volume(g: Grower, ci: int) -> bool:
@@ -176,6 +197,7 @@ def _freeze(g, shape_vx, voxel_size_nm, seed, synapses, clouds, contacts, mitos,
         shape_vx=tuple(int(v) for v in shape_vx),
         voxel_size_nm=tuple(float(v) for v in voxel_size_nm),
         seed=int(seed),
+        fill_nm=FILL_NM,
         cell_ids=np.array([c.id for c in m.cells], dtype=np.uint64),
         cell_types=[c.type for c in m.cells],
         soma_centre_nm=np.array([c.soma_centre_nm if c.soma_centre_nm is not None else nan3 for c in m.cells]).reshape(C, 3),
@@ -190,6 +212,7 @@ def _freeze(g, shape_vx, voxel_size_nm, seed, synapses, clouds, contacts, mitos,
         vc_cell=np.array([c.cell for c in clouds], dtype=np.int64),
         ves_pos_nm=f(np.concatenate(ves) if ves else []),
         ves_cell=np.concatenate([np.full(len(c.vesicles_nm), c.cell) for c in clouds]).astype(np.int64) if clouds else np.zeros(0, np.int64),
+        ves_vc=np.concatenate([np.full(len(c.vesicles_nm), k) for k, c in enumerate(clouds)]).astype(np.int64) if clouds else np.zeros(0, np.int64),
         syn_pre=np.array([s.pre for s in synapses], dtype=np.int64),
         syn_post=np.array([s.post for s in synapses], dtype=np.int64),
         syn_centre_nm=f([s.centre_nm for s in synapses]), syn_normal=f([s.normal for s in synapses]),
@@ -206,3 +229,29 @@ def _freeze(g, shape_vx, voxel_size_nm, seed, synapses, clouds, contacts, mitos,
         node_parent=np.asarray(m.node_parent, dtype=np.int64), node_key=np.asarray(m.node_key, dtype=bool),
         missing_sections=missing, shifted_sections=shifted,
     )
+
+
+def demote_synapses(tissue: Tissue, drop: np.ndarray) -> Tissue:
+    """The tissue with the synapses flagged in `drop` (N,) bool turned into close contacts:
+    their sj and vesicle cloud are removed, the touching bouton stays."""
+    from dataclasses import replace
+
+    keep = ~np.asarray(drop, dtype=bool)
+    keep_vc = np.zeros(len(tissue.vc_cell), dtype=bool)
+    keep_vc[tissue.syn_vc[keep]] = True
+    new_vc = np.cumsum(keep_vc) - 1
+    d = ~keep
+    return replace(
+        tissue,
+        syn_pre=tissue.syn_pre[keep], syn_post=tissue.syn_post[keep], syn_centre_nm=tissue.syn_centre_nm[keep],
+        syn_normal=tissue.syn_normal[keep], syn_radius_nm=tissue.syn_radius_nm[keep], syn_asym=tissue.syn_asym[keep],
+        syn_post_comp=tissue.syn_post_comp[keep], syn_vc=new_vc[tissue.syn_vc[keep]],
+        vc_centre_nm=tissue.vc_centre_nm[keep_vc], vc_radius_nm=tissue.vc_radius_nm[keep_vc], vc_cell=tissue.vc_cell[keep_vc],
+        ves_pos_nm=tissue.ves_pos_nm[keep_vc[tissue.ves_vc]], ves_cell=tissue.ves_cell[keep_vc[tissue.ves_vc]],
+        ves_vc=new_vc[tissue.ves_vc[keep_vc[tissue.ves_vc]]],
+        contact_a=np.concatenate([tissue.contact_a, tissue.syn_pre[d]]),
+        contact_b=np.concatenate([tissue.contact_b, tissue.syn_post[d]]),
+        contact_centre_nm=np.concatenate([tissue.contact_centre_nm, tissue.syn_centre_nm[d]]),
+        contact_comp_b=np.concatenate([tissue.contact_comp_b, tissue.syn_post_comp[d]]),
+    )
+

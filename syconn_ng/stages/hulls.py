@@ -1,0 +1,281 @@
+"""The `hulls` stage: skeletons + barrier → per-cell hulls and node radii, the `cells` layer, its meshes and skeletons.
+
+Passes:
+1. `hull` (per cell): rays from every node through the barrier (`syconn_ng.hulls.raycast`);
+   writes `tables/hulls/<cell>.npz`.
+2. `index` (driver): `tables/nodes.csv` (cell, node, x, y, z, radius_nm) and the region box
+   of every cell, which the next pass uses to find the cells reaching a chunk.
+3. `voxelize` (per task box): the cells' node regions → `layers/cells` (uint64, id = cell id);
+   a task writes whole chunks of its own box, so no two tasks write the same chunk.
+4. `mesh` (per cell): a zmesh mesh of the cell's voxels (legacy precomputed mesh) and its
+   skeleton with node radii (precomputed skeleton, nm), for Neuroglancer.
+
+The skeleton files are read when the stage starts (their contents are in the parameter hash);
+each cell's arrays go to `scratch/hulls/skeletons/<cell>.npz` for the tasks.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from syconn_ng.box import Box
+from syconn_ng.engine.driver import Pass
+from syconn_ng.errors import InputError
+from syconn_ng.hulls.raycast import BARRIER_FULL_SCALE, RayParams, cell_hull, node_degrees
+from syconn_ng.hulls.skeletons import files_digest, load_skeletons, skeleton_files
+from syconn_ng.hulls.voxelize import node_bin_lengths, rasterize_stars, voxelize_nodes
+from syconn_ng.layers import (atomic_write_bytes, atomic_write_text, create_layer, layer_box, local_dir, open_layer, read_box,
+                             remove_temp_files, write_box)
+
+log = logging.getLogger("syconn_ng.hulls")
+
+NODE_COLUMNS = ("cell", "node", "x", "y", "z", "radius_nm")
+
+
+# ---------------------------------------------------------------- paths
+
+def hull_path(analysis, cell_id: int) -> Path:
+    """`tables/hulls/<cell>.npz`: one cell's nodes, radii and hull points (see `CellHull`)."""
+    return analysis.tables_dir / "hulls" / f"{int(cell_id)}.npz"
+
+
+def _scratch(analysis) -> Path:
+    return analysis.scratch_dir("hulls")
+
+
+def _skeleton_path(analysis, cell_id: int) -> Path:
+    return _scratch(analysis) / "skeletons" / f"{int(cell_id)}.npz"
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return buf.getvalue()
+
+
+def load_hull(analysis, cell_id: int) -> dict[str, np.ndarray]:
+    """The arrays of `tables/hulls/<cell>.npz`."""
+    with np.load(hull_path(analysis, cell_id)) as z:
+        return {k: z[k] for k in z.files}
+
+
+# ---------------------------------------------------------------- pass 1: hull per cell
+
+def hull_task(analysis, task) -> dict:
+    """Cast the rays of one cell; write its nodes, radii, hull points and voxelisation nodes."""
+    p = task.params
+    params = RayParams.from_config(p["hulls"])
+    vs = np.asarray(p["voxel_size_nm"], dtype=np.float64)
+    with np.load(_skeleton_path(analysis, task.cell_id)) as z:
+        node_ids, positions, edges = z["node_ids"], z["positions_vx"], z["edges"]
+    vol = open_layer(p["barrier"], fill_missing=p["missing_chunks"] == "zeros")
+
+    def read(box: Box) -> np.ndarray:  # outside the dataset counts as membrane: rays stop at its faces
+        return read_box(vol, box, fill_value=BARRIER_FULL_SCALE)[..., 0]
+
+    hull = cell_hull(read, positions, node_ids, edges, cell_id=task.cell_id, voxel_size_nm=vs,
+                     bounds=Box(*p["bounds"]), params=params)
+    vox = voxelize_nodes(hull.node_vx * vs, hull.radius_nm, node_degrees(len(hull.node_vx), hull.edges),
+                         spacing=p["hulls"]["voxelize_spacing"])
+    out = hull_path(analysis, task.cell_id)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out, _npz_bytes(**hull.arrays(), voxelize=vox))
+    return {"nodes": len(hull.node_vx), "points": len(hull.points_vx)}
+
+
+# ---------------------------------------------------------------- pass 2: node table and cell index
+
+def _node_reach_vx(hull: dict, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Voxelisation nodes of a hull and how far (voxels, per axis) each one's region reaches."""
+    sel = np.flatnonzero(hull["voxelize"])
+    offset_nm = (hull["points_vx"] - hull["node_vx"][hull["point_node"]]) * vs
+    reach = np.zeros(len(hull["node_vx"]))
+    np.maximum.at(reach, hull["point_node"], np.linalg.norm(offset_nm, axis=1))
+    return sel, np.ceil(reach[sel, None] / vs).astype(np.int64) + 1
+
+
+def index_task(analysis, task) -> dict:
+    """Write `tables/nodes.csv` and the box each cell's hull reaches (for the voxelisation tasks)."""
+    import pandas as pd
+
+    vs = np.asarray(task.params["voxel_size_nm"], dtype=np.float64)
+    rows, cells, lo, hi = [], [], [], []
+    for cell in json.loads((_scratch(analysis) / "cells.json").read_text(encoding="utf-8")):
+        hull = load_hull(analysis, cell)
+        original = hull["node_id"] > 0
+        df = pd.DataFrame({"cell": np.full(original.sum(), cell, dtype=np.uint64), "node": hull["node_id"][original]})
+        for a, ax in enumerate("xyz"):
+            df[ax] = hull["node_vx"][original, a]
+        df["radius_nm"] = np.round(hull["radius_nm"][original], 2)
+        rows.append(df)
+        sel, reach = _node_reach_vx(hull, vs)
+        if len(sel):
+            centre = np.rint(hull["node_vx"][sel]).astype(np.int64)
+            cells.append(cell)
+            lo.append((centre - reach).min(axis=0))
+            hi.append((centre + reach + 1).max(axis=0))
+    table = pd.concat(rows) if rows else pd.DataFrame(columns=list(NODE_COLUMNS))
+    atomic_write_text(analysis.tables_dir / "nodes.csv", table[list(NODE_COLUMNS)].to_csv(index=False))
+    atomic_write_bytes(_scratch(analysis) / "index.npz", _npz_bytes(
+        cell=np.asarray(cells, dtype=np.uint64), lo=np.asarray(lo, dtype=np.int64).reshape(-1, 3),
+        hi=np.asarray(hi, dtype=np.int64).reshape(-1, 3)))
+    return {"cells": len(cells), "nodes": int(sum(len(r) for r in rows))}
+
+
+def _cell_boxes(analysis) -> dict[int, Box]:
+    with np.load(_scratch(analysis) / "index.npz") as z:
+        return {int(c): Box(a, b) for c, a, b in zip(z["cell"], z["lo"], z["hi"])}
+
+
+# ---------------------------------------------------------------- pass 3: voxelise per task box
+
+def voxelize_task(analysis, task) -> dict:
+    """Rasterise the node regions of every cell reaching this task box into `layers/cells`."""
+    p = task.params
+    h = p["hulls"]
+    vs = np.asarray(p["voxel_size_nm"], dtype=np.float64)
+    box = task.box
+    nodes, lengths, labels = [], [], []
+    for cell, cell_box in _cell_boxes(analysis).items():
+        if cell_box.intersect(box).empty():
+            continue
+        hull = load_hull(analysis, cell)
+        sel, reach = _node_reach_vx(hull, vs)
+        centre = np.rint(hull["node_vx"][sel]).astype(np.int64)
+        near = np.all((centre + reach >= box.start) & (centre - reach < box.stop), axis=1)
+        sel = sel[near]
+        if not len(sel):
+            continue
+        points = np.isin(hull["point_node"], sel)
+        remap = np.full(len(hull["node_vx"]), -1, dtype=np.int64)
+        remap[sel] = np.arange(len(sel))
+        nodes.append(hull["node_vx"][sel])
+        lengths.append(node_bin_lengths(hull["node_vx"][sel] * vs, hull["points_vx"][points] * vs,
+                                        remap[hull["point_node"][points]], n_bins=h["direction_bins"],
+                                        max_gap_deg=h["max_gap_deg"]))
+        labels.append(np.full(len(sel), cell, dtype=np.uint64))
+    if nodes:
+        out = rasterize_stars(box, np.concatenate(nodes), np.concatenate(lengths), np.concatenate(labels),
+                              voxel_size_nm=vs, n_bins=h["direction_bins"])
+    else:
+        out = np.zeros(box.shape, dtype=np.uint64)
+    write_box(open_layer(analysis.layer_path("cells")), box, out)
+    return {"cells": len(nodes), "voxels": int(np.count_nonzero(out))}
+
+
+# ---------------------------------------------------------------- pass 4: mesh and skeleton per cell
+
+def mesh_task(analysis, task) -> dict:
+    """The cell's mesh (zmesh, nm) and skeleton (nm, `radius` attribute) in the `cells` layer."""
+    import zmesh
+    from cloudvolume import Mesh, Skeleton
+
+    p = task.params
+    vs = np.asarray(p["voxel_size_nm"], dtype=np.float64)
+    cell = task.cell_id
+    vol = open_layer(analysis.layer_path("cells"))
+    box = _cell_boxes(analysis).get(cell)
+    n_faces = 0
+    if box is not None:
+        box = box.grow(1).intersect(layer_box(vol).grow(1))  # one voxel of background around: closed surfaces
+        mask = (read_box(vol, box)[..., 0] == cell).astype(np.uint8)
+        if mask.any():
+            mesher = zmesh.Mesher(tuple(vs))
+            mesher.mesh(np.asfortranarray(mask))
+            reduction = p["hulls"]["mesh_reduction"]
+            m = mesher.get(1, normals=False, reduction_factor=reduction if reduction > 1 else 0, max_error=float(vs.max()))
+            mesher.clear()
+            vertices = m.vertices + np.asarray(box.start) * vs
+            vol.mesh.put(Mesh(vertices.astype(np.float32), m.faces.astype(np.uint32), None, segid=cell), compress=False)
+            n_faces = len(m.faces)
+    hull = load_hull(analysis, cell)
+    radius = np.nan_to_num(hull["radius_nm"], nan=0.0).astype(np.float32)
+    skel = Skeleton(hull["node_vx"].astype(np.float32) * vs.astype(np.float32), hull["edges"].astype(np.uint32),
+                    radii=radius, segid=cell, space="physical")
+    vol.skeleton.upload(skel)
+    return {"faces": n_faces, "skeleton_nodes": len(radius)}
+
+
+# ---------------------------------------------------------------- the stage
+
+class HullsStage:
+    """The `hulls` stage for the driver (`syconn_ng.engine.run_stage`)."""
+
+    name = "hulls"
+
+    def _barrier(self, analysis):
+        path = analysis.input_layer("barrier")
+        return path, open_layer(path, fill_missing=analysis.config.chunking.missing_chunks == "zeros")
+
+    def _skeleton_files(self, analysis) -> list[Path]:
+        return skeleton_files(analysis.config.dataset.skeletons, analysis.root)
+
+    def upstream(self, analysis) -> list[str]:
+        return [] if analysis.config.oracle.barrier else ["barrier"]
+
+    def params(self, analysis) -> dict:
+        cfg = analysis.config
+        path, vol = self._barrier(analysis)
+        bounds = layer_box(vol)
+        return {
+            "barrier": path,
+            "bounds": [list(bounds.start), list(bounds.stop)],
+            "hulls": cfg.section_params("hulls"),
+            "skeletons": files_digest(self._skeleton_files(analysis)),
+            "voxel_size_nm": list(analysis.voxel_size_nm),
+            "chunk_size": list(cfg.chunking.chunk_size),
+            "task_size": list(cfg.chunking.task_size),
+            "missing_chunks": cfg.chunking.missing_chunks,
+        }
+
+    def prepare(self, analysis, *, fresh: bool) -> None:
+        path, vol = self._barrier(analysis)
+        if vol.dtype != np.uint8 or vol.num_channels != 1:
+            raise InputError(path, f"expected a uint8 barrier layer with 1 channel, got {vol.dtype} with {vol.num_channels} channel(s)", element="info")
+        if not np.allclose(np.asarray(vol.resolution, dtype=float), analysis.voxel_size_nm):
+            raise InputError(path, f"voxel size {list(vol.resolution)} nm differs from [dataset] voxel_size_nm {list(analysis.voxel_size_nm)}", element="info: resolution")
+        files = self._skeleton_files(analysis)
+        if not files:
+            raise InputError(analysis.root / "syconn.toml", f"no skeleton file matches {analysis.config.dataset.skeletons}", element="[dataset] skeletons")
+        bounds = layer_box(vol)
+        cells = load_skeletons(files, voxel_size_nm=analysis.voxel_size_nm, bounds=bounds)
+        out_layer = local_dir(analysis.layer_path("cells"))
+        if fresh:
+            shutil.rmtree(_scratch(analysis), ignore_errors=True)
+            shutil.rmtree(analysis.tables_dir / "hulls", ignore_errors=True)
+            if out_layer is not None:
+                shutil.rmtree(out_layer, ignore_errors=True)
+        for d in (_scratch(analysis), analysis.tables_dir / "hulls", out_layer):
+            if d is not None and d.is_dir():
+                remove_temp_files(d)  # left by a killed run; the driver holds the stage lock
+        (_scratch(analysis) / "skeletons").mkdir(parents=True, exist_ok=True)
+        for c in cells:
+            atomic_write_bytes(_skeleton_path(analysis, c.cell_id), _npz_bytes(
+                node_ids=c.node_ids, positions_vx=c.positions_vx, edges=c.edges))
+        atomic_write_text(_scratch(analysis) / "cells.json", json.dumps([c.cell_id for c in cells]))
+        if out_layer is None or not (out_layer / "info").exists():
+            cv = create_layer(analysis.layer_path("cells"), layer_type="segmentation", dtype=np.uint64,
+                              voxel_size_nm=analysis.voxel_size_nm, shape=bounds.shape, voxel_offset=bounds.start,
+                              chunk_size=analysis.config.chunking.chunk_size, mesh="mesh", skeletons="skeletons",
+                              extra_info={"syconn_ng": {"stage": "hulls", "what": "cells: ray-cast hulls of the traced cells"}})
+            cv.skeleton.meta.commit_info()
+
+    def passes(self, analysis) -> list[Pass]:
+        _, vol = self._barrier(analysis)
+        cells = json.loads((_scratch(analysis) / "cells.json").read_text(encoding="utf-8"))
+        boxes = layer_box(vol).chunks(analysis.config.chunking.task_size)
+        return [
+            Pass("hull", hull_task, cells),
+            Pass("index", index_task, [None], local=True),
+            Pass("voxelize", voxelize_task, boxes),
+            Pass("mesh", mesh_task, cells),
+        ]
+
+
+STAGE = HullsStage()
