@@ -68,14 +68,14 @@ class OracleConfig:
 class ObjectsConfig:
     """The `objects` stage: organelle probabilities → connected objects with global ids."""
 
-    threshold_sj: float = _f(4 / 21, "sj threshold as a fraction of full scale (SyConn: 4/21)")
+    threshold_sj: float = _f(4 / 21, "sj threshold as a fraction of full scale (SyConn: 4/21); voxels with value > int(fraction * 255) belong to objects")
     threshold_vc: float = _f(6 / 21, "vc threshold as a fraction of full scale (SyConn: 6/21)")
     threshold_mi: float = _f(9 / 21, "mi threshold as a fraction of full scale (SyConn: 9/21)")
     hysteresis_ratio: float = _f(0.0, "if > 0: objects grow from voxels above the threshold into neighbours above ratio x threshold (0 = plain threshold)")
     connectivity: int = _f(26, "voxel connectivity of objects: 6, 18 or 26")
-    min_voxels_sj: int = _f(8, "smaller sj objects are dropped")
-    min_voxels_vc: int = _f(8, "smaller vc objects are dropped")
-    min_voxels_mi: int = _f(20, "smaller mi objects are dropped")
+    min_voxels_sj: int = _f(8, "sj objects with fewer voxels (counted over the whole stitched object) are dropped")
+    min_voxels_vc: int = _f(8, "vc objects with fewer voxels (counted over the whole stitched object) are dropped")
+    min_voxels_mi: int = _f(20, "mi objects with fewer voxels (counted over the whole stitched object) are dropped")
 
 
 @dataclass

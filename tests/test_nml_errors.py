@@ -73,6 +73,16 @@ def test_invalid_values_are_input_errors(tmp_path, xml, reason):
         read_annotation(f)
 
 
+def test_coordinates_too_large_to_rescale_are_input_errors(tmp_path):
+    f = tmp_path / "huge.nml"
+    f.write_text('<things><parameters><scale x="10" y="10" z="10"/></parameters>'
+                 '<thing id="1"><nodes><node id="1" x="1e308" y="1" z="1"/></nodes></thing></things>')
+    assert read_annotation(f).trees[0].nodes[0].x == 1e308 - 1
+    with pytest.raises(InputError, match="too large to rescale") as info:
+        read_annotation(f, voxel_size_nm=(1, 1, 1))
+    assert info.value.element.startswith('<node id="1"')
+
+
 def test_missing_file_and_unknown_extension_are_input_errors(tmp_path):
     with pytest.raises(InputError, match="no such file"):
         read_annotation(tmp_path / "absent.nml")
@@ -91,6 +101,10 @@ def test_mutated_and_truncated_files_raise_only_syconn_errors_or_round_trip(cut,
     for pos, repl in edits:
         data[pos:pos + 1] = repl
     data = bytes(data[:cut])
+    try:
+        read_nml(io.BytesIO(data), path="fuzz.nml", voxel_size_nm=(3, 7, 11))  # the rescaling path
+    except SyconnError:
+        pass
     try:
         skel = read_nml(io.BytesIO(data), path="fuzz.nml")
     except SyconnError:

@@ -248,3 +248,52 @@ def test_oracle_layer_replaces_the_organelle_stage_output(tmp_path, executor):
     assert_same_partition(read_layer(a.layer_path("vc")), reference(prob[..., 1], 6 / 21, 26))
     params = json.loads((tmp_path / "analysis/state/objects/_params.json").read_text())
     assert params["params"]["input"].endswith("truth/organelles")
+
+
+def match_by_overlap(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float, int, int]:
+    """Object-level (precision, recall, n_pred, n_truth): objects match when their IoU exceeds 0.5."""
+    fg = (pred > 0) & (truth > 0)
+    pairs, overlap = np.unique(np.stack([pred[fg], truth[fg]]), axis=1, return_counts=True)
+    p_ids, p_size = np.unique(pred[pred > 0], return_counts=True)
+    t_ids, t_size = np.unique(truth[truth > 0], return_counts=True)
+    p_vox = dict(zip(p_ids, p_size))
+    t_vox = dict(zip(t_ids, t_size))
+    iou = overlap / (np.array([p_vox[p] + t_vox[t] for p, t in pairs.T]) - overlap)
+    good = pairs[:, iou > 0.5]
+    precision = len(set(good[0])) / max(len(p_ids), 1)
+    recall = len(set(good[1])) / max(len(t_ids), 1)
+    return precision, recall, len(p_ids), len(t_ids)
+
+
+def touching_truth_ids(truth: np.ndarray, connectivity: int) -> np.ndarray:
+    """Ids of true objects that touch another true object under `connectivity` (no thresholding can split them)."""
+    comp = cc3d.connected_components(truth > 0, connectivity=connectivity)
+    pairs = np.unique(np.stack([comp[truth > 0], truth[truth > 0]]), axis=1)
+    shared, n = np.unique(pairs[0], return_counts=True)
+    return pairs[1][np.isin(pairs[0], shared[n > 1])]
+
+
+@pytest.mark.parametrize("connectivity", [6, 26])
+def test_objects_from_true_organelles_match_the_true_objects(synth_tissue, tmp_path, executor, connectivity):
+    from syconn_ng.analysis import Analysis
+    from syconn_ng.config import load_config, write_config
+
+    cfg = load_config(synth_tissue)  # the tissue's own config, in a separate analysis dir (the tissue is shared)
+    cfg.dataset.raw = str(synth_tissue / "raw")
+    cfg.oracle.organelles = str(synth_tissue / "truth/organelles")
+    cfg.objects.connectivity = connectivity
+    write_config(cfg, tmp_path)
+    a = Analysis.open(tmp_path)
+    run(a, executor)
+    for kind in ORGANELLES:
+        truth = read_layer(synth_tissue / "truth" / kind)
+        ids, sizes = np.unique(truth[truth > 0], return_counts=True)
+        assert len(ids) > 0
+        small = ids[sizes < getattr(cfg.objects, f"min_voxels_{kind}")]  # below the size filter by design
+        touching = touching_truth_ids(truth, connectivity)  # true objects in contact form one object
+        assert len(touching) <= 0.05 * len(ids)
+        truth[np.isin(truth, np.concatenate([small, touching]))] = 0
+        pred = read_layer(a.layer_path(kind))
+        pred[np.isin(pred, np.unique(pred[np.isin(read_layer(synth_tissue / "truth" / kind), touching)]))] = 0
+        precision, recall, n_pred, n_truth = match_by_overlap(pred, truth)
+        assert precision >= 0.99 and recall >= 0.99, (kind, precision, recall, n_pred, n_truth)

@@ -19,9 +19,10 @@ def rows(path):
 def test_swc_positions_and_radii_are_nm_and_types_come_from_compartments(tmp_path):
     nodes = [Node(1, 10, 20, 4, 2.0, "Soma"), Node(2, 11, 20, 4, 1.0, "", attrs={"compartment": "axon"}),
              Node(3, 9, 20, 4, 1.0, "spine head"), Node(4, 8, 21, 4, 1.0, "dendrite"), Node(5, 12, 20, 4, 1.0, "x")]
-    skel = Skeleton(trees=[Tree(1, nodes=nodes, edges=[(1, 2), (1, 3), (3, 4), (2, 5)])])
+    skel = Skeleton(trees=[Tree(1, "cell\nA", nodes=nodes, edges=[(1, 2), (1, 3), (3, 4), (2, 5)])])
     out = tmp_path / "cell.swc"
     write_annotation(skel, out, voxel_size_nm=(10, 10, 25))
+    assert "# tree 1 cell A" in out.read_text().splitlines()
     table = rows(out)
     assert [r[1] for r in table] == ["1", "2", "3", "0", "3"]  # BFS from node 1: 1, 2, 3, 5, 4
     assert [float(v) for v in table[0][2:6]] == [100, 200, 100, 20]
@@ -68,6 +69,8 @@ def test_swc_needs_a_voxel_size(tmp_path):
     ("# c\n1 1 0 0 0 1 -1\n2 3 1 1\n", "expected 'id type x y z radius parent'", 3),
     ("1 1 0 0 0 1 -1\n1 3 1 1 1 1 1\n", "duplicate node id 1", 2),
     ("1 1 0 0 0 1 -1\n2 3 1 1 1 1 9\n", "parent 9", 2),
+    ("1 1 0 0 0 1 -1\n2 3 1 nan 1 1 1\n", "finite numbers", 2),
+    ("-4 1 0 0 0 1 -1\n", "id >= 0", 1),
 ])
 def test_bad_swc_rows_name_the_line(tmp_path, text, reason, line):
     f = tmp_path / "bad.swc"

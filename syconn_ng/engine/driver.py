@@ -163,6 +163,7 @@ def _run_locked(stage, analysis, state: StageState, params: dict, force: bool, p
             if not todo:
                 continue
             log.info("%s/%s: %d of %d tasks to run", stage.name, p.name, len(todo), len(tasks))
+            bar.set_description(f"{stage.name} ({p.name})")
             if not p.local and executor is None:
                 executor = make_executor(analysis.config)
             failures = []

@@ -307,8 +307,9 @@ def cell_hull(read_barrier: Callable[[Box], np.ndarray], positions_vx: np.ndarra
     bounds: the dataset's Box. Nodes are interpolated every `node_spacing_nm` and rays cast in
     boxes of nodes (the result does not depend on how nodes are batched). A node's radius is the
     median over its rays of the ray length projected onto the plane orthogonal to the skeleton
-    (SyConn takes the plain length, which tilted rays inflate); hull points farther from the axis
-    than `max_dist_mult` radii, or with too few neighbours, are dropped.
+    (SyConn takes the plain length, which tilted rays inflate), leaving out rays that ended at the
+    dataset's faces; hull points farther from the axis than `max_dist_mult` radii, or with too few
+    neighbours, are dropped.
     """
     p = params
     vs = np.asarray(voxel_size_nm, dtype=np.float64)
@@ -334,10 +335,13 @@ def cell_hull(read_barrier: Callable[[Box], np.ndarray], positions_vx: np.ndarra
                                 max_length_nm=p.max_ray_length_nm)
         length[rays] = entry if p.hull_at == "entry" else stop
     # distance from the skeleton axis: a tilted ray is longer, not the neurite thicker
+    end_nm = pos[ray_node] * vs + directions * np.nan_to_num(length)[:, None]
+    # rays that ran into the dataset's faces end there: hull points, but they say nothing of the radius
+    at_face = np.isfinite(length) & ~bounds.contains(np.rint(end_nm / vs))
     axial = length * cos_tilt.astype(np.float32)
-    radius = median_per_group(axial, ray_node, n)
+    radius = median_per_group(np.where(at_face, np.nan, axial), ray_node, n)
     keep = np.isfinite(length) & (axial <= p.max_dist_mult * radius[ray_node])
-    points_nm = pos[ray_node[keep]] * vs + directions[keep] * length[keep, None]
+    points_nm = end_nm[keep]
     good = outlier_mask(points_nm, neighbors=p.outlier_neighbors, radius_nm=p.outlier_radius_nm)
     return CellHull(
         node_vx=pos.astype(np.float32), node_id=ids, edges=e.astype(np.int32), radius_nm=radius,

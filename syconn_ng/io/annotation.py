@@ -53,7 +53,7 @@ def read_annotation(path, *, allow_mergelist_only: bool = False, voxel_size_nm=N
         return read_kzip(path, allow_mergelist_only=allow_mergelist_only, voxel_size_nm=voxel_size_nm)
     if kind == "swc":
         if voxel_size_nm is None:
-            raise InputError(path, "SWC positions are in nm: give the voxel size (voxel_size_nm)")
+            raise InputError(path, "SWC positions are in nm: give the voxel size (voxel_size_nm, --voxel-size X,Y,Z)")
         try:
             with open(path, encoding="utf-8") as f:
                 return read_swc(f, path=path, voxel_size_nm=voxel_size_nm)

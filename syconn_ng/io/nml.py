@@ -193,10 +193,14 @@ class _Reader:
             radius_factor = factor[0]
         self.transform = (factor, origin, rounding, radius_factor)
 
-    def to_voxel(self, value: float, axis: int) -> float:
+    def to_voxel(self, value: float, axis: int, el) -> float:
+        """A file coordinate as a 0-based voxel: rescaled (rounding halves away from 0), shifted."""
         factor, origin, rounding, _ = self.transform
         if rounding:
-            value = math.floor(abs(value * factor[axis]) + 0.5) * (1.0 if value >= 0 else -1.0)
+            scaled = abs(value * factor[axis])
+            if scaled > 2.0**63:
+                raise self.error(f"coordinate {value} too large to rescale", el)
+            value = math.floor(scaled + 0.5) * (1.0 if value >= 0 else -1.0)
         return value - origin
 
     # -- elements ---------------------------------------------------------------------
@@ -248,7 +252,7 @@ class _Reader:
         y = f(el, self.required(el, a, "y"), "y")
         z = f(el, self.required(el, a, "z"), "z")
         if rounding:
-            x, y, z = (self.to_voxel(v, i) for i, v in enumerate((x, y, z)))
+            x, y, z = (self.to_voxel(v, i, el) for i, v in enumerate((x, y, z)))
         else:
             x -= origin
             y -= origin
@@ -378,8 +382,8 @@ class _Reader:
                 p.time_ms = self.int_attr(child, self.required(child, a, "ms"), "ms", unsigned=False)
                 a.pop("checksum", None)  # recomputed on write
             elif tag == "editPosition":
-                self.edit_position_raw = tuple(
-                    self.float_attr(child, self.required(child, a, k), k) for k in "xyz")
+                xyz = tuple(self.float_attr(child, self.required(child, a, k), k) for k in "xyz")
+                self.edit_position_raw = (xyz, child)  # converted once the origin is known
             elif tag == "activeNode":
                 p.active_node = self.int_attr(child, self.required(child, a, "id"), "id")
             elif tag == "createdin":
@@ -442,7 +446,8 @@ class _Reader:
                                  element=f'<branchpoint id="{bid}">', line=line)
             skel.branchpoints.append(bid)
         if self.edit_position_raw is not None:
-            self.params.edit_position = tuple(self.to_voxel(v, i) for i, v in enumerate(self.edit_position_raw))
+            xyz, el = self.edit_position_raw
+            self.params.edit_position = tuple(self.to_voxel(v, i, el) for i, v in enumerate(xyz))
         if self.voxel_size_nm is not None and self.transform[2]:
             self.params.scale_nm = self.voxel_size_nm
         skel.dialect = self.dialect()

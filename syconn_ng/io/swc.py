@@ -43,7 +43,8 @@ def swc_lines(skel: Skeleton, voxel_size_nm):
     yield "# id type x y z radius parent\n"
     next_id = 1
     for tree in skel.trees:
-        yield f"# tree {tree.id} {tree.comment}".rstrip() + "\n"
+        comment = " ".join(tree.comment.split())  # one line
+        yield f"# tree {tree.id} {comment}".rstrip() + "\n"
         by_id = {n.id: n for n in tree.nodes}
         neighbours = {n.id: [] for n in tree.nodes}
         for s, t in tree.edges:
@@ -90,9 +91,12 @@ def read_swc(f, *, path, voxel_size_nm) -> Skeleton:
                 raise ValueError
             nid, kind, parent = int(fields[0]), int(fields[1]), int(fields[6])
             x, y, z, r = (float(v) for v in fields[2:6])
+            total = x + y + z + r
+            if nid < 0 or total - total != 0.0:
+                raise ValueError
         except ValueError:
-            raise InputError(path, "expected 'id type x y z radius parent' (integers and numbers)",
-                             element=f"row {fields[:1]}", line=lineno) from None
+            raise InputError(path, "expected 'id type x y z radius parent' (id >= 0, finite numbers)",
+                             element=f"row {fields[0]}", line=lineno) from None
         if nid in seen:
             raise InputError(path, f"duplicate node id {nid}", element=f"row {nid}", line=lineno)
         seen[nid] = len(rows)

@@ -18,7 +18,7 @@ class Mito:
     radius_nm: float
 
 
-MIN_NEURITE_RADIUS_NM = 85.0  # thinner neurites hold no mitochondrion (thin axons: only boutons)
+MIN_NEURITE_RADIUS_NM = 55.0  # thinner neurites hold no mitochondrion (the thinnest axons: only boutons)
 
 
 def place_mitochondria(g: Grower, rng: np.random.Generator, boutons: list[Bouton]) -> list[Mito]:
@@ -43,7 +43,7 @@ def place_mitochondria(g: Grower, rng: np.random.Generator, boutons: list[Bouton
                             & (parent >= 0) & g.region.inside_volume(pos))
         volume = 0.0
         tries = 0
-        while volume < target and len(ok) and tries < 200:
+        while volume < target and len(ok) and tries < 400:
             tries += 1
             start = ok[rng.choice(len(ok), p=rad[ok] ** 2 / (rad[ok] ** 2).sum())]
             mito = _along_neurite(rng, start, pos, rad, comp, parent, spec.mito_length_nm, ci, placed)
@@ -88,8 +88,8 @@ def _along_neurite(rng, start, pos, rad, comp, parent, length_nm, ci, placed):
     if len(chain) < 2:
         return None
     r_min = rad[chain].min()
-    r = float(np.clip(rng.uniform(0.35, 0.55) * r_min, 35.0, 170.0))
-    room = r_min - r - 30.0
+    r = float(np.clip(rng.uniform(0.4, 0.6) * r_min, 30.0, 170.0))
+    room = r_min - r - 18.0
     if room < 0:
         return None
     axis = pos[chain[-1]] - pos[chain[0]]

@@ -3,9 +3,11 @@ ground truth outlined (cell boundaries, mitochondria, vesicle clouds, synaptic j
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from syconn_ng.box import Box
 from syconn_ng.layers import layer_box, open_layer, read_box
@@ -64,6 +66,9 @@ def make_montage(tissue_dir, png_path, *, sections=None, size_vx: int = 256, dpi
     fig.tight_layout()
     png_path = Path(png_path)
     png_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(png_path, dpi=dpi)
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
     plt.close(fig)
+    # a 256-colour palette keeps the committed picture small (grey levels plus four outline colours)
+    Image.open(buf).convert("RGB").quantize(256, method=Image.Quantize.MEDIANCUT).save(png_path, optimize=True)
     return png_path
