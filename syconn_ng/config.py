@@ -100,6 +100,7 @@ class HullsConfig:
     max_box_voxels: int = _f(50_000_000, "largest barrier box read at once; a larger cell is done in several boxes of nodes")
     voxelize_spacing: float = _f(0.5, "voxelisation uses nodes at least this many node radii apart (fewer, larger star regions in somata)")
     direction_bins: int = _f(8, "voxelisation: directions are binned on a cube map with this many bins per face side")
+    grow_nm: float = _f(40.0, "voxelisation: hulls then grow this far into voxels off the barrier (fills the rim the rays leave short of the membrane; 0 = off)")
     max_gap_deg: float = _f(35.0, "voxelisation: a direction farther than this from every kept ray of a node is outside that node's region")
     mesh_reduction: int = _f(10, "mesh simplification factor passed to zmesh (0 or 1 = none)")
 
@@ -226,8 +227,8 @@ def _check_hulls_mapping(cfg: Config, path: Path) -> None:
     for name in ("max_tilt_deg", "end_max_tilt_deg"):
         if not 0 <= getattr(h, name) <= 90:
             raise ConfigError(path, "expected an angle in [0, 90] degrees", element=f"[hulls] {name}")
-    if h.outlier_neighbors < 0 or h.mesh_reduction < 0:
-        raise ConfigError(path, "expected an integer >= 0", element="[hulls] outlier_neighbors/mesh_reduction")
+    if h.outlier_neighbors < 0 or h.mesh_reduction < 0 or h.grow_nm < 0:
+        raise ConfigError(path, "expected an integer >= 0", element="[hulls] outlier_neighbors/mesh_reduction/grow_nm")
     for t in ("mi", "vc", "sj"):
         if not 0 < getattr(m, f"min_fraction_{t}") <= 1:
             raise ConfigError(path, "expected a fraction in (0, 1]", element=f"[mapping] min_fraction_{t}")

@@ -6,20 +6,21 @@ from pathlib import Path
 
 import click
 
-from syconn_ng.commands.synth import summary_lines
+from syconn_ng.commands.synth import _triple, summary_lines
 from syconn_ng.layers import to_cloudpath
 
 
 @click.command("example")
 @click.argument("directory", default="example_analysis", type=click.Path(file_okay=False))
 @click.option("--seed", default=1, show_default=True, type=int, help="Random seed of the tissue.")
-def example(directory, seed):
+@click.option("--shape", default="256,256,128", show_default=True, callback=_triple(int), help="Volume size in voxels X,Y,Z.")
+def example(directory, seed, shape):
     """Generate a small synthetic tissue (256 x 256 x 128 voxels) into DIRECTORY and summarise it."""
     from syconn_ng.synth.generate import LAYERS, generate_tissue
 
     out = Path(directory)
     click.echo(f"generating a synthetic tissue into {out} ...")
-    stats = generate_tissue(out, shape=(256, 256, 128), seed=seed, progress=True)
+    stats = generate_tissue(out, shape=shape, seed=seed, progress=True)
     for line in summary_lines(stats):
         click.echo(line)
     click.echo("layers (Neuroglancer sources):")

@@ -150,3 +150,35 @@ def rasterize_stars(box: Box, nodes_vx: np.ndarray, lengths: np.ndarray, labels:
         best[o][claim] = d[claim]
         out[o][claim] = labels[k]
     return out
+
+
+# ---------------------------------------------------------------- growth up to the membranes
+
+def grow_labels(labels: np.ndarray, free: np.ndarray, steps_vx) -> np.ndarray:
+    """Labels grown into unlabelled `free` voxels, one voxel per step along each axis (6-neighbours).
+
+    labels (X, Y, Z) uint64; free (X, Y, Z) bool (off the barrier); steps_vx (3,) steps per axis
+    (e.g. 4, 4, 2 for 40 nm at 10 × 10 × 20 nm). The hull's node regions stop a few voxels short
+    of the membrane (rays end where they enter it, region boundaries are cut between rays); this
+    fills that rim without crossing a membrane. Where two labels reach a voxel in the same step,
+    the first in axis order (x−, x+, y−, ...) wins. A voxel's result depends only on voxels
+    within `steps_vx` of it, so boxes grown by that halo give the same result as the whole volume.
+    """
+    out = np.where(free, labels, np.uint64(0))
+    steps = [int(s) for s in steps_vx]
+    for it in range(max(steps, default=0)):
+        new = out.copy()
+        for axis in range(3):
+            if it >= steps[axis]:
+                continue
+            for direction in (1, -1):
+                src = [slice(None)] * 3
+                dst = [slice(None)] * 3
+                src[axis] = slice(0, -1) if direction > 0 else slice(1, None)
+                dst[axis] = slice(1, None) if direction > 0 else slice(0, -1)
+                neighbour = out[tuple(src)]
+                target = new[tuple(dst)]
+                take = (target == 0) & free[tuple(dst)] & (neighbour > 0)
+                target[take] = neighbour[take]
+        out = new
+    return out

@@ -5,10 +5,12 @@ Passes:
    writes `tables/hulls/<cell>.npz`.
 2. `index` (driver): `tables/nodes.csv` (cell, node, x, y, z, radius_nm) and the region box
    of every cell, which the next pass uses to find the cells reaching a chunk.
-3. `voxelize` (per task box): the cells' node regions → `layers/cells` (uint64, id = cell id);
-   a task writes whole chunks of its own box, so no two tasks write the same chunk.
-4. `mesh` (per cell): a zmesh mesh of the cell's voxels (legacy precomputed mesh) and its
-   skeleton with node radii (precomputed skeleton, nm), for Neuroglancer.
+3. `voxelize` (per task box): the cells' node regions, less the membranes, grown `grow_nm`
+   into voxels off the barrier → `layers/cells` (uint64, id = cell id); a task reads a halo
+   but writes only whole chunks of its own box, so no two tasks write the same chunk.
+4. `fragments` (per task box): zmesh meshes of the cells in the box (scratch).
+5. `publish` (per cell): the cell's fragments joined into one legacy precomputed mesh, and its
+   skeleton with node radii (precomputed skeleton, nm), so Neuroglancer shows bodies and skeletons.
 
 The skeleton files are read when the stage starts (their contents are in the parameter hash);
 each cell's arrays go to `scratch/hulls/skeletons/<cell>.npz` for the tasks.
@@ -27,9 +29,9 @@ import numpy as np
 from syconn_ng.box import Box
 from syconn_ng.engine.driver import Pass
 from syconn_ng.errors import InputError
-from syconn_ng.hulls.raycast import BARRIER_FULL_SCALE, RayParams, cell_hull, node_degrees
+from syconn_ng.hulls.raycast import BARRIER_FULL_SCALE, RayParams, barrier_lut, cell_hull, node_degrees
 from syconn_ng.hulls.skeletons import files_digest, load_skeletons, skeleton_files
-from syconn_ng.hulls.voxelize import node_bin_lengths, rasterize_stars, voxelize_nodes
+from syconn_ng.hulls.voxelize import grow_labels, node_bin_lengths, rasterize_stars, voxelize_nodes
 from syconn_ng.layers import (atomic_write_bytes, atomic_write_text, create_layer, layer_box, local_dir, open_layer, read_box,
                              remove_temp_files, write_box)
 
@@ -136,11 +138,12 @@ def _cell_boxes(analysis) -> dict[int, Box]:
 # ---------------------------------------------------------------- pass 3: voxelise per task box
 
 def voxelize_task(analysis, task) -> dict:
-    """Rasterise the node regions of every cell reaching this task box into `layers/cells`."""
+    """Rasterise the node regions of every cell reaching this task box, grow them up to the membranes, write `layers/cells`."""
     p = task.params
     h = p["hulls"]
     vs = np.asarray(p["voxel_size_nm"], dtype=np.float64)
-    box = task.box
+    steps = np.rint(h["grow_nm"] / vs).astype(np.int64)
+    box = task.box.grow(steps)  # the growth's halo
     nodes, lengths, labels = [], [], []
     for cell, cell_box in _cell_boxes(analysis).items():
         if cell_box.intersect(box).empty():
@@ -161,44 +164,76 @@ def voxelize_task(analysis, task) -> dict:
                                         max_gap_deg=h["max_gap_deg"]))
         labels.append(np.full(len(sel), cell, dtype=np.uint64))
     if nodes:
-        out = rasterize_stars(box, np.concatenate(nodes), np.concatenate(lengths), np.concatenate(labels),
-                              voxel_size_nm=vs, n_bins=h["direction_bins"])
+        stars = rasterize_stars(box, np.concatenate(nodes), np.concatenate(lengths), np.concatenate(labels),
+                                voxel_size_nm=vs, n_bins=h["direction_bins"])
+        barrier = read_box(open_layer(p["barrier"], fill_missing=p["missing_chunks"] == "zeros"), box,
+                           fill_value=BARRIER_FULL_SCALE)[..., 0]
+        free = barrier_lut(h["barrier_cutoff"])[barrier] == 0  # the membranes stay unlabelled
+        out = grow_labels(stars, free, steps)[task.box.slices(relative_to=box.start)]
     else:
-        out = np.zeros(box.shape, dtype=np.uint64)
-    write_box(open_layer(analysis.layer_path("cells")), box, out)
+        out = np.zeros(task.box.shape, dtype=np.uint64)
+    write_box(open_layer(analysis.layer_path("cells")), task.box, np.ascontiguousarray(out))
     return {"cells": len(nodes), "voxels": int(np.count_nonzero(out))}
 
 
-# ---------------------------------------------------------------- pass 4: mesh and skeleton per cell
+# ---------------------------------------------------------------- passes 4 and 5: meshes and skeletons
 
-def mesh_task(analysis, task) -> dict:
-    """The cell's mesh (zmesh, nm) and skeleton (nm, `radius` attribute) in the `cells` layer."""
+def fragments_task(analysis, task) -> dict:
+    """Mesh every cell in this task box (zmesh, one voxel of overlap with the next box so pieces meet).
+
+    Writes `scratch/hulls/fragments/<cell>/<box>.npz` (vertices nm, faces). Vertices follow
+    Neuroglancer's frame, voxel i spanning [i, i + 1) × voxel size, so meshes cover the voxels.
+    """
     import zmesh
-    from cloudvolume import Mesh, Skeleton
 
     p = task.params
     vs = np.asarray(p["voxel_size_nm"], dtype=np.float64)
+    vol = open_layer(analysis.layer_path("cells"))
+    bounds = layer_box(vol)
+    box = Box(task.box.start, np.asarray(task.box.stop) + 1).intersect(bounds)
+    labels = read_box(vol, box)[..., 0]
+    # background beyond the dataset's faces, so surfaces close there (and only there)
+    pad = [(int(a == b), int(c == d)) for a, b, c, d in zip(box.start, bounds.start, box.stop, bounds.stop)]
+    labels = np.asfortranarray(np.pad(labels, pad))
+    origin_nm = (np.asarray(box.start) - [lo for lo, _ in pad]) * vs
+    mesher = zmesh.Mesher(tuple(vs))
+    mesher.mesh(labels)
+    reduction = p["hulls"]["mesh_reduction"]
+    written = 0
+    for cell in mesher.ids():
+        m = mesher.get(cell, normals=False, reduction_factor=reduction if reduction > 1 else 0,
+                       max_error=float(vs.max()), voxel_centered=True)
+        if len(m.faces) == 0:
+            continue
+        out = _scratch(analysis) / "fragments" / str(int(cell)) / f"{task.box.name()}.npz"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(out, _npz_bytes(vertices=(m.vertices + origin_nm).astype(np.float32), faces=m.faces.astype(np.uint32)))
+        written += 1
+    mesher.clear()
+    return {"fragments": written}
+
+
+def publish_task(analysis, task) -> dict:
+    """One cell's mesh (its fragments joined; legacy precomputed mesh) and skeleton (nm, `radius`) in `layers/cells`."""
+    from cloudvolume import Mesh, Skeleton
+
+    vs = np.asarray(task.params["voxel_size_nm"], dtype=np.float64)
     cell = task.cell_id
     vol = open_layer(analysis.layer_path("cells"))
-    box = _cell_boxes(analysis).get(cell)
+    parts = []
+    for f in sorted((_scratch(analysis) / "fragments" / str(cell)).glob("*.npz")):
+        with np.load(f) as z:
+            parts.append(Mesh(z["vertices"], z["faces"], None, segid=cell))
     n_faces = 0
-    if box is not None:
-        box = box.grow(1).intersect(layer_box(vol).grow(1))  # one voxel of background around: closed surfaces
-        mask = (read_box(vol, box)[..., 0] == cell).astype(np.uint8)
-        if mask.any():
-            mesher = zmesh.Mesher(tuple(vs))
-            mesher.mesh(np.asfortranarray(mask))
-            reduction = p["hulls"]["mesh_reduction"]
-            m = mesher.get(1, normals=False, reduction_factor=reduction if reduction > 1 else 0, max_error=float(vs.max()))
-            mesher.clear()
-            vertices = m.vertices + np.asarray(box.start) * vs
-            vol.mesh.put(Mesh(vertices.astype(np.float32), m.faces.astype(np.uint32), None, segid=cell), compress=False)
-            n_faces = len(m.faces)
+    if parts:
+        mesh = Mesh.concatenate(*parts).consolidate()
+        mesh.segid = cell
+        vol.mesh.put(mesh, compress=False, skip_delete=True)  # always the same two files: nothing stale to delete
+        n_faces = len(mesh.faces)
     hull = load_hull(analysis, cell)
     radius = np.nan_to_num(hull["radius_nm"], nan=0.0).astype(np.float32)
-    skel = Skeleton(hull["node_vx"].astype(np.float32) * vs.astype(np.float32), hull["edges"].astype(np.uint32),
-                    radii=radius, segid=cell, space="physical")
-    vol.skeleton.upload(skel)
+    vertices = ((hull["node_vx"] + 0.5) * vs).astype(np.float32)  # Neuroglancer's frame, like the meshes
+    vol.skeleton.upload(Skeleton(vertices, hull["edges"].astype(np.uint32), radii=radius, segid=cell, space="physical"))
     return {"faces": n_faces, "skeleton_nodes": len(radius)}
 
 
@@ -274,7 +309,8 @@ class HullsStage:
             Pass("hull", hull_task, cells),
             Pass("index", index_task, [None], local=True),
             Pass("voxelize", voxelize_task, boxes),
-            Pass("mesh", mesh_task, cells),
+            Pass("fragments", fragments_task, boxes),
+            Pass("publish", publish_task, cells),
         ]
 
 

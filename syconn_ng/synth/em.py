@@ -79,23 +79,23 @@ def render_clean(tissue: Tissue, f: Fields) -> np.ndarray:
     seed, vs, box = tissue.seed, tissue.voxel_size_nm, f.box
     C = len(tissue.cell_ids)
     cell_u = _uniform(seed, 11, np.arange(C))
-    is_axon = np.zeros(C, bool)
-    for ci in range(C):
-        comps = tissue.cap_comp[tissue.cap_cell == ci]
-        is_axon[ci] = len(comps) > 0 and np.mean(comps == AXON) > 0.5
-    base = 182 + 22 * (cell_u - 0.5) - 12 * is_axon  # axons carry denser cytoskeleton
+    n_axon = np.bincount(tissue.cap_cell, weights=tissue.cap_comp == AXON, minlength=C)
+    is_axon = n_axon > 0.5 * np.maximum(np.bincount(tissue.cap_cell, minlength=C), 1)
+    base = 166 + 34 * (cell_u - 0.5) - 14 * is_axon  # axons carry denser cytoskeleton
     img = _per_cell(base, f.owner)
     inside = f.owner > 0
+    grain = value_noise(box, vs, 14.0, seed, 20)
     fine = value_noise(box, vs, 35.0, seed, 21)
     coarse = value_noise(box, vs, 160.0, seed, 22)
-    img += np.where(inside, 9 * fine + 7 * coarse, 0)
-    speck = _uniform(seed, 23, *np.meshgrid(*(np.arange(a, b) for a, b in zip(box.start, box.stop)), indexing="ij"))
-    img -= np.where(inside & (speck > 0.985), 35.0, 0.0)  # ribosomes, ER and microtubule cross-sections
+    img += np.where(inside, 7 * grain + 8 * fine + 7 * coarse, 0)
+    # microtubule and ER cross-sections, ribosomes: small dark dots
+    img -= np.where(inside & (grain > 0.72), 60 * (grain - 0.72) / 0.28, 0.0)
     # extracellular space: bright with faint texture
-    img = np.where(inside, img, 205 + 6 * fine)
-    # membranes: a dark line centred on each cell boundary
+    img = np.where(inside, img, 178 + 8 * fine)
+    # membranes: a dark line centred on each cell boundary, its stain varying along it
     b = np.abs(f.bdist)
-    img -= 95 * np.exp(-((b - 2.0) / (0.8 * MEMBRANE_NM)) ** 2) * (f.owner > 0)
+    stain = 135 + 30 * coarse
+    img -= stain * np.exp(-((b - 2.0) / (0.8 * MEMBRANE_NM)) ** 2) * (f.owner > 0)
     # nucleus: paler, with chromatin clumps and a dark double envelope
     nuc = f.nucleus_sd < 0
     chromatin = value_noise(box, vs, 60.0, seed, 24)
@@ -105,7 +105,7 @@ def render_clean(tissue: Tissue, f: Fields) -> np.ndarray:
     m_in = f.mi_sd < 0
     wobble = value_noise(box, vs, 70.0, seed, 25)
     cristae = np.cos(2 * np.pi * (f.mi_s / 55.0 + 0.35 * wobble))
-    img = np.where(m_in, 112 + 24 * cristae + 6 * fine, img)
+    img = np.where(m_in, 100 + 24 * cristae + 6 * fine, img)
     img -= 55 * np.exp(-((f.mi_sd + 6) / 8.0) ** 2) * (f.mi_sd < 30)
     # vesicles: small dark rings
     img -= 125 * f.vesicle
@@ -131,7 +131,9 @@ def finish(tissue: Tissue, clean: np.ndarray, box: Box, inner: Box, *, noise: fl
     gain = 1 + 0.06 * (_uniform(tissue.seed, 31, zs) - 0.5) + 0.05 * np.sin(zs / 23.0 + tissue.seed)
     offset = 10 * (_uniform(tissue.seed, 32, zs) - 0.5)
     img = img * gain[None, None, :] + offset[None, None, :]
-    img += noise * 11.0 * white_noise(inner, tissue.seed, 41)
+    grain = white_noise(inner.grow((3, 3, 0)), tissue.seed, 42)  # 3 = the filter's reach
+    grain = gaussian_filter(grain, (0.7, 0.7, 0), mode="nearest", truncate=4.0)[3:-3, 3:-3, :]
+    img += noise * (12.0 * white_noise(inner, tissue.seed, 41) + 20.0 * grain)
     for z in tissue.missing_sections:
         k = z - inner.start[2]
         if 0 <= k < img.shape[2]:

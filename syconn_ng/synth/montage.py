@@ -25,6 +25,19 @@ def _edges(labels: np.ndarray) -> np.ndarray:
     return e & (labels > 0)
 
 
+def _artefacts(tissue_dir: Path) -> dict[int, str]:
+    """Section -> note for the sections with imaging artefacts (from truth/stats.json)."""
+    import json
+
+    p = tissue_dir / "truth" / "stats.json"
+    if not p.exists():
+        return {}
+    stats = json.loads(p.read_text())
+    notes = {int(z): " (missing section)" for z in stats.get("missing_sections", [])}
+    notes.update({int(z): f" (section shifted {dx},{dy} vx)" for z, dx, dy in stats.get("shifted_sections", [])})
+    return notes
+
+
 def make_montage(tissue_dir, png_path, *, sections=None, size_vx: int = 256, dpi: int = 100) -> Path:
     """Write a montage of `sections` (z indices; default three spread through the volume).
 
@@ -42,6 +55,7 @@ def make_montage(tissue_dir, png_path, *, sections=None, size_vx: int = 256, dpi
     X, Y, Z = bounds.shape
     if sections is None:
         sections = [int(Z * f) for f in (0.3, 0.55, 0.8)]
+    artefacts = _artefacts(tissue_dir)
     cx, cy = X // 2, Y // 2
     h = min(size_vx, X, Y) // 2
     layers = {k: open_layer(tissue_dir / "truth" / k) for k in OUTLINE_RGB}
@@ -60,7 +74,7 @@ def make_montage(tissue_dir, png_path, *, sections=None, size_vx: int = 256, dpi
             ax.imshow(pic, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
-        axes[row, 0].set_ylabel(f"z = {z}")
+        axes[row, 0].set_ylabel(f"z = {z}" + artefacts.get(z, ""))
     axes[0, 0].set_title("raw (synthetic)")
     axes[0, 1].set_title("truth: cells, mi (blue), vc (green), sj (red)")
     fig.tight_layout()

@@ -93,27 +93,31 @@ def build_tissue(shape_vx, voxel_size_nm, seed: int, *, n_cells: int = 0, synaps
     vol_um3 = float(np.prod(shape * vs) / 1e9)
     types = list(CELL_TYPES)
     weights = np.array([CELL_TYPE_SPECS[t].weight for t in types])
-    ids = np.sort(rng.choice(np.arange(1, 1_000_000), size=4000, replace=False)).astype(np.uint64)
     n_somata = max(1, int(round(vol_um3 * SOMATA_PER_UM3)))
+    # neurites cross the volume, so the cells it takes grow with its cross-section, not its volume
+    scale = max(1.0, (vol_um3 / 16.8) ** (2 / 3))
+    ids = np.sort(rng.choice(np.arange(1, 10_000_000), size=int(1200 * scale) + 10 * n_cells + 100,
+                             replace=False)).astype(np.uint64)
     present: list[int] = []  # cell indices with capsules in the volume
     coverage = _Coverage(region)
 
     def grow(ctype, soma_inside):
         n0 = g.index.n
         ci = g.add_cell(int(ids[len(g.m.cells)]), ctype, soma_inside=soma_inside)
-        if ci >= 0 and _in_volume(g, ci):
+        if ci >= 0 and _in_volume(g, n0):
             present.append(ci)
         coverage.update(g.index, n0)
 
     for k in range(n_somata):
         grow(("MSN", "GP", "INT")[k % 3], True)
     first = ["EA", "MSN", "INT", "GP"]
+    window = int(40 * scale)
     attempts, history, filling = 0, [], False
-    while attempts < 8 * max(n_cells, 100):
+    while attempts < max(8 * n_cells, int(1000 * scale)):
         if n_cells and len(present) >= n_cells:
             break
         history.append(coverage.fraction())
-        stalled = len(history) > 40 and history[-1] - history[-40] < 0.006
+        stalled = len(history) > window and history[-1] - history[-window] < 0.006
         if not n_cells and (history[-1] >= FILL_TARGET or (stalled and filling)):
             break  # dense enough, or no room left even for thin axons
         if stalled and not filling:  # the gaps left are for thin axons only
@@ -151,10 +155,10 @@ def _artefact_sections(rng, n_z: int):
     return missing, shifts
 
 
-def _in_volume(g: Grower, ci: int) -> bool:
+def _in_volume(g: Grower, start: int) -> bool:
+    """Whether any capsule from index `start` on has its centre in the volume."""
     ix = g.index
-    sel = ix.cell[: ix.n] == ci
-    return bool(g.region.inside_volume((ix.a[: ix.n][sel] + ix.b[: ix.n][sel]) / 2).any())
+    return bool(g.region.inside_volume((ix.a[start: ix.n] + ix.b[start: ix.n]) / 2).any())
 
 
 class _Coverage:
