@@ -65,6 +65,20 @@ class OracleConfig:
 
 
 @dataclass
+class CnnConfig:
+    """The `barrier` and `organelles` stages: CNN inference over the chunk grid (skipped where [oracle] names a layer)."""
+
+    barrier_model: str = _f("", "barrier model file (.pt); '' = the bundled default (trained on synthetic tissue, 10 x 10 x 20 nm)")
+    organelles_model: str = _f("", "organelle model file (.pt, channels sj, vc, mi); '' = the bundled default")
+    device: str = _f("auto", "auto (CUDA when present, with mixed precision) | cpu | cuda")
+    batch_size: int = _f(2, "patches per model pass")
+    patch_size: list[int] = _f([], "input patch in voxels (x, y, z); [] = the model's own")
+    overlap: list[int] = _f([], "overlap of neighbouring output tiles in voxels (x, y, z); [] = twice the model's output crop")
+    threads: int = _f(0, "torch CPU threads per worker process; 0 = cores / [executor] workers")
+    voxel_size_tolerance: float = _f(0.2, "a model trained at a voxel size more than this fraction off on any axis is refused")
+
+
+@dataclass
 class ObjectsConfig:
     """The `objects` stage: organelle probabilities → connected objects with global ids."""
 
@@ -99,7 +113,7 @@ class HullsConfig:
     seed: int = _f(0, "seed of the random ray tilts (combined with the cell id, so each cell's hull is reproducible)")
     max_box_voxels: int = _f(50_000_000, "largest barrier box read at once; a larger cell is done in several boxes of nodes")
     voxelize_spacing: float = _f(0.5, "voxelisation uses nodes at least this many node radii apart (fewer, larger star regions in somata)")
-    direction_bins: int = _f(8, "voxelisation: directions are binned on a cube map with this many bins per face side")
+    direction_bins: int = _f(12, "voxelisation: directions are binned on a cube map with this many bins per face side")
     grow_nm: float = _f(40.0, "voxelisation: hulls then grow this far into voxels off the barrier (fills the rim the rays leave short of the membrane; 0 = off)")
     max_gap_deg: float = _f(35.0, "voxelisation: a direction farther than this from every kept ray of a node is outside that node's region")
     mesh_reduction: int = _f(10, "mesh simplification factor passed to zmesh (0 or 1 = none)")
@@ -123,6 +137,7 @@ class Config:
     chunking: ChunkingConfig = field(default_factory=ChunkingConfig)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
     oracle: OracleConfig = field(default_factory=OracleConfig)
+    cnn: CnnConfig = field(default_factory=CnnConfig)
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)
     hulls: HullsConfig = field(default_factory=HullsConfig)
     mapping: MappingConfig = field(default_factory=MappingConfig)
@@ -136,6 +151,7 @@ _CHOICES = {
     ("executor", "kind"): {"local", "dask", "slurm", "sge"},
     ("chunking", "missing_chunks"): {"error", "zeros"},
     ("objects", "connectivity"): {6, 18, 26},
+    ("cnn", "device"): {"auto", "cpu", "cuda"},
     ("hulls", "hull_at"): {"entry", "stop"},
 }
 
@@ -209,6 +225,7 @@ def _check_consistency(cfg: Config, path: Path) -> None:
     if not 0 <= cfg.objects.hysteresis_ratio < 1:
         raise ConfigError(path, "expected a ratio in [0, 1)", element="[objects] hysteresis_ratio")
     _check_hulls_mapping(cfg, path)
+    _check_cnn(cfg, path)
     if cfg.executor.retries < 0 or cfg.executor.workers < 0:
         raise ConfigError(path, "expected integers >= 0", element="[executor] retries/workers")
 
@@ -234,6 +251,18 @@ def _check_hulls_mapping(cfg: Config, path: Path) -> None:
             raise ConfigError(path, "expected a fraction in (0, 1]", element=f"[mapping] min_fraction_{t}")
     if len(m.sj_dilation_vx) != 3 or min(m.sj_dilation_vx) < 0:
         raise ConfigError(path, "expected 3 integers >= 0", element="[mapping] sj_dilation_vx")
+
+
+def _check_cnn(cfg: Config, path: Path) -> None:
+    c = cfg.cnn
+    for name in ("patch_size", "overlap"):
+        v = getattr(c, name)
+        if v and (len(v) != 3 or min(v) < (1 if name == "patch_size" else 0)):
+            raise ConfigError(path, "expected [] or 3 integers (x, y, z)", element=f"[cnn] {name}")
+    if c.batch_size < 1 or c.threads < 0:
+        raise ConfigError(path, "expected batch_size >= 1 and threads >= 0", element="[cnn] batch_size/threads")
+    if c.voxel_size_tolerance <= 0:
+        raise ConfigError(path, "expected a positive fraction", element="[cnn] voxel_size_tolerance")
 
 
 def load_config(analysis_dir) -> Config:

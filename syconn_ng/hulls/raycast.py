@@ -241,7 +241,8 @@ class CellHull:
 
     node_vx (N, 3) float32 voxels; node_id (N,) uint64; edges (E, 2) int32; radius_nm (N,) float32
     (median ray length, NaN if no ray of the node stopped); points_vx (P, 3) float32 voxels;
-    point_node (P,) int32 index of the node each hull point belongs to.
+    point_node (P,) int32 index of the node each hull point belongs to; point_at_face (P,) bool:
+    the ray ended at a face of the dataset, not in a membrane.
     """
 
     node_vx: np.ndarray
@@ -250,6 +251,7 @@ class CellHull:
     radius_nm: np.ndarray
     points_vx: np.ndarray
     point_node: np.ndarray
+    point_at_face: np.ndarray
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -308,8 +310,8 @@ def cell_hull(read_barrier: Callable[[Box], np.ndarray], positions_vx: np.ndarra
     boxes of nodes (the result does not depend on how nodes are batched). A node's radius is the
     median over its rays of the ray length projected onto the plane orthogonal to the skeleton
     (SyConn takes the plain length, which tilted rays inflate), leaving out rays that ended at the
-    dataset's faces; hull points farther from the axis than `max_dist_mult` radii, or with too few
-    neighbours, are dropped.
+    dataset's faces; hull points farther from the axis (from an end node: from the node) than
+    `max_dist_mult` radii, or with too few neighbours, are dropped.
     """
     p = params
     vs = np.asarray(voxel_size_nm, dtype=np.float64)
@@ -340,10 +342,13 @@ def cell_hull(read_barrier: Callable[[Box], np.ndarray], positions_vx: np.ndarra
     at_face = np.isfinite(length) & ~bounds.contains(np.rint(end_nm / vs))
     axial = length * cos_tilt.astype(np.float32)
     radius = median_per_group(np.where(at_face, np.nan, axial), ray_node, n)
-    keep = np.isfinite(length) & (axial <= p.max_dist_mult * radius[ray_node])
+    # an end node's rays along the neurite would reach its far end: there the plain length counts (SyConn's rule)
+    reach = np.where(end_node[ray_node], length, axial)
+    keep = np.isfinite(length) & (reach <= p.max_dist_mult * radius[ray_node])
     points_nm = end_nm[keep]
     good = outlier_mask(points_nm, neighbors=p.outlier_neighbors, radius_nm=p.outlier_radius_nm)
     return CellHull(
         node_vx=pos.astype(np.float32), node_id=ids, edges=e.astype(np.int32), radius_nm=radius,
         points_vx=(points_nm[good] / vs).astype(np.float32), point_node=ray_node[keep][good].astype(np.int32),
+        point_at_face=at_face[keep][good],
     )

@@ -12,6 +12,8 @@ from syconn_ng.errors import SyconnError
 PIPELINE = ("barrier", "organelles", "objects", "hulls", "mapping", "compartments", "synapses", "celltypes", "connectome")
 
 STAGES: dict[str, str] = {
+    "barrier": "syconn_ng.stages.cnn:BARRIER",
+    "organelles": "syconn_ng.stages.cnn:ORGANELLES",
     "objects": "syconn_ng.stages.objects:STAGE",
     "hulls": "syconn_ng.stages.hulls:STAGE",
     "mapping": "syconn_ng.stages.mapping:STAGE",

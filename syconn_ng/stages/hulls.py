@@ -31,7 +31,7 @@ from syconn_ng.engine.driver import Pass
 from syconn_ng.errors import InputError
 from syconn_ng.hulls.raycast import BARRIER_FULL_SCALE, RayParams, barrier_lut, cell_hull, node_degrees
 from syconn_ng.hulls.skeletons import files_digest, load_skeletons, skeleton_files
-from syconn_ng.hulls.voxelize import grow_labels, node_bin_lengths, rasterize_stars, voxelize_nodes
+from syconn_ng.hulls.voxelize import grow_labels, node_planes, rasterize_stars, voxelize_nodes
 from syconn_ng.layers import (atomic_write_bytes, atomic_write_text, create_layer, layer_box, local_dir, open_layer, read_box,
                              remove_temp_files, write_box)
 
@@ -93,13 +93,21 @@ def hull_task(analysis, task) -> dict:
 
 # ---------------------------------------------------------------- pass 2: node table and cell index
 
-def _node_reach_vx(hull: dict, vs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Voxelisation nodes of a hull and how far (voxels, per axis) each one's region reaches."""
+def _node_rays(hull: dict, vs: np.ndarray, max_dist_mult: float):
+    """The voxelisation nodes of a hull and their rays as the voxelisation sees them.
+
+    A ray that ended at a dataset face is taken `max_dist_mult` node radii long at least: the face
+    does not bound the cell, and the rasterisation stops at the dataset's bounds anyway. Returns
+    (sel (K,) node indices, min_length_nm (P,) per hull point, reach_nm (K,) longest ray per node,
+    reach_vx (K, 3)).
+    """
     sel = np.flatnonzero(hull["voxelize"])
-    offset_nm = (hull["points_vx"] - hull["node_vx"][hull["point_node"]]) * vs
+    length = np.linalg.norm((hull["points_vx"] - hull["node_vx"][hull["point_node"]]) * vs, axis=1)
+    radius = np.nan_to_num(hull["radius_nm"][hull["point_node"]], nan=0.0)
+    min_length = np.where(hull["point_at_face"], max_dist_mult * radius, 0.0)
     reach = np.zeros(len(hull["node_vx"]))
-    np.maximum.at(reach, hull["point_node"], np.linalg.norm(offset_nm, axis=1))
-    return sel, np.ceil(reach[sel, None] / vs).astype(np.int64) + 1
+    np.maximum.at(reach, hull["point_node"], np.maximum(length, min_length))
+    return sel, min_length, reach[sel], np.ceil(reach[sel, None] / vs).astype(np.int64) + 1
 
 
 def index_task(analysis, task) -> dict:
@@ -116,7 +124,7 @@ def index_task(analysis, task) -> dict:
             df[ax] = hull["node_vx"][original, a]
         df["radius_nm"] = np.round(hull["radius_nm"][original], 2)
         rows.append(df)
-        sel, reach = _node_reach_vx(hull, vs)
+        sel, _, _, reach = _node_rays(hull, vs, task.params["hulls"]["max_dist_mult"])
         if len(sel):
             centre = np.rint(hull["node_vx"][sel]).astype(np.int64)
             cells.append(cell)
@@ -144,14 +152,14 @@ def voxelize_task(analysis, task) -> dict:
     vs = np.asarray(p["voxel_size_nm"], dtype=np.float64)
     steps = np.rint(h["grow_nm"] / vs).astype(np.int64)
     box = task.box.grow(steps)  # the growth's halo
-    nodes, lengths, labels = [], [], []
+    nodes, planes, reach, labels = [], [], [], []
     for cell, cell_box in _cell_boxes(analysis).items():
         if cell_box.intersect(box).empty():
             continue
         hull = load_hull(analysis, cell)
-        sel, reach = _node_reach_vx(hull, vs)
+        sel, min_length, reach_nm, reach_vx = _node_rays(hull, vs, h["max_dist_mult"])
         centre = np.rint(hull["node_vx"][sel]).astype(np.int64)
-        near = np.all((centre + reach >= box.start) & (centre - reach < box.stop), axis=1)
+        near = np.all((centre + reach_vx >= box.start) & (centre - reach_vx < box.stop), axis=1)
         sel = sel[near]
         if not len(sel):
             continue
@@ -159,13 +167,13 @@ def voxelize_task(analysis, task) -> dict:
         remap = np.full(len(hull["node_vx"]), -1, dtype=np.int64)
         remap[sel] = np.arange(len(sel))
         nodes.append(hull["node_vx"][sel])
-        lengths.append(node_bin_lengths(hull["node_vx"][sel] * vs, hull["points_vx"][points] * vs,
-                                        remap[hull["point_node"][points]], n_bins=h["direction_bins"],
-                                        max_gap_deg=h["max_gap_deg"]))
+        planes.append(node_planes(hull["node_vx"][sel] * vs, hull["points_vx"][points] * vs, remap[hull["point_node"][points]],
+                                  n_bins=h["direction_bins"], max_gap_deg=h["max_gap_deg"], min_length_nm=min_length[points]))
+        reach.append(reach_nm[near])
         labels.append(np.full(len(sel), cell, dtype=np.uint64))
     if nodes:
-        stars = rasterize_stars(box, np.concatenate(nodes), np.concatenate(lengths), np.concatenate(labels),
-                                voxel_size_nm=vs, n_bins=h["direction_bins"])
+        stars = rasterize_stars(box, np.concatenate(nodes), np.concatenate(planes), np.concatenate(reach),
+                                np.concatenate(labels), voxel_size_nm=vs, n_bins=h["direction_bins"])
         barrier = read_box(open_layer(p["barrier"], fill_missing=p["missing_chunks"] == "zeros"), box,
                            fill_value=BARRIER_FULL_SCALE)[..., 0]
         free = barrier_lut(h["barrier_cutoff"])[barrier] == 0  # the membranes stay unlabelled
@@ -300,6 +308,9 @@ class HullsStage:
                               chunk_size=analysis.config.chunking.chunk_size, mesh="mesh", skeletons="skeletons",
                               extra_info={"syconn_ng": {"stage": "hulls", "what": "cells: ray-cast hulls of the traced cells"}})
             cv.skeleton.meta.commit_info()
+            from cloudfiles import CloudFiles
+
+            CloudFiles(cv.cloudpath).put_json("mesh/info", {"@type": "neuroglancer_legacy_mesh"})
 
     def passes(self, analysis) -> list[Pass]:
         _, vol = self._barrier(analysis)

@@ -45,28 +45,28 @@ class CellTypeSpec:
 # Area X of the zebra finch (SyConn's data), scaled so a soma fits a few-µm test volume.
 CELL_TYPE_SPECS: dict[str, CellTypeSpec] = {
     "EA": CellTypeSpec(
-        weight=0.42, soma_radius_nm=None, n_dendrites=(0, 0), dendrite_radius_nm=(0, 0),
+        weight=0.30, soma_radius_nm=None, n_dendrites=(0, 0), dendrite_radius_nm=(0, 0),
         dendrite_min_radius_nm=0, dendrite_branch_per_um=0.0, spine_interval_nm=None,
-        axon_radius_nm=(45, 70), axon_branch_per_um=0.06, varicosity_interval_nm=(700, 1600),
+        axon_radius_nm=(45, 70), axon_branch_per_um=0.06, varicosity_interval_nm=(500, 1200),
         varicosity_radius_nm=(190, 300), mito_fraction=0.10, mito_length_nm=(200, 400),
         synapse_type="asymmetric", post_preference=(0.3, 1.0, 0.05), tortuosity_deg=14,
     ),
     "MSN": CellTypeSpec(
-        weight=0.33, soma_radius_nm=(1000, 1300), n_dendrites=(4, 6), dendrite_radius_nm=(230, 330),
-        dendrite_min_radius_nm=150, dendrite_branch_per_um=0.18, spine_interval_nm=(350, 800),
+        weight=0.40, soma_radius_nm=(1000, 1300), n_dendrites=(4, 6), dendrite_radius_nm=(230, 330),
+        dendrite_min_radius_nm=150, dendrite_branch_per_um=0.18, spine_interval_nm=(200, 500),
         axon_radius_nm=(50, 70), axon_branch_per_um=0.05, varicosity_interval_nm=(1200, 2500),
         varicosity_radius_nm=(160, 240), mito_fraction=0.14, mito_length_nm=(400, 1100),
         synapse_type="symmetric", post_preference=(1.0, 0.0, 0.3), tortuosity_deg=24,
     ),
     "GP": CellTypeSpec(
-        weight=0.10, soma_radius_nm=(1300, 1600), n_dendrites=(3, 5), dendrite_radius_nm=(420, 600),
+        weight=0.12, soma_radius_nm=(1300, 1600), n_dendrites=(3, 5), dendrite_radius_nm=(420, 600),
         dendrite_min_radius_nm=300, dendrite_branch_per_um=0.08, spine_interval_nm=None,
         axon_radius_nm=(90, 130), axon_branch_per_um=0.02, varicosity_interval_nm=(1500, 3000),
         varicosity_radius_nm=(200, 300), mito_fraction=0.26, mito_length_nm=(700, 2000),
         synapse_type="symmetric", post_preference=(1.0, 0.0, 0.3), tortuosity_deg=16,
     ),
     "INT": CellTypeSpec(
-        weight=0.15, soma_radius_nm=(900, 1150), n_dendrites=(3, 5), dendrite_radius_nm=(150, 220),
+        weight=0.18, soma_radius_nm=(900, 1150), n_dendrites=(3, 5), dendrite_radius_nm=(150, 220),
         dendrite_min_radius_nm=110, dendrite_branch_per_um=0.12, spine_interval_nm=None,
         axon_radius_nm=(32, 45), axon_branch_per_um=0.10, varicosity_interval_nm=(450, 900),
         varicosity_radius_nm=(120, 170), mito_fraction=0.15,
@@ -254,8 +254,12 @@ class Grower:
         return self.index.add(np.asarray(a, float), np.asarray(b, float), float(ra), float(rb), cell, comp)
 
     # -- cells ---------------------------------------------------------------------
-    def add_cell(self, cell_id: int, ctype: str, *, soma_inside: bool) -> int:
-        """Grow one cell of type `ctype`; returns its index. Somata lie in or outside the volume."""
+    def add_cell(self, cell_id: int, ctype: str, *, soma_inside: bool, axon_only: bool = False) -> int:
+        """Grow one cell of type `ctype`; returns its index (-1: no room for its soma).
+
+        Somata lie in or outside the volume; `axon_only` grows only the axon of a cell whose soma
+        is outside (thin neurites that still fit into a dense neuropil).
+        """
         rng, reg, spec = self.rng, self.region, CELL_TYPE_SPECS[ctype]
         ci = len(self.m.cells)
         cell = Cell(cell_id, ctype)
@@ -268,8 +272,8 @@ class Grower:
         if soma_inside:  # in small volumes the soma sits at a face, so it does not fill the volume
             at_face = min(size) < 3 * R
             centre = self._free_soma_position(R, reg.lo - 0.8 * R, reg.hi + 0.8 * R, min_margin=0.25 * R if at_face else None)
-        else:
-            centre = self._free_soma_position(R, reg.lo - 3500.0, reg.hi + 3500.0, min_margin=R + 300.0)
+        else:  # far away: the cell only sends neurites into the volume
+            centre = self._free_soma_position(R, reg.lo - 12_000.0, reg.hi + 12_000.0, min_margin=R + 300.0)
         if centre is None:
             self.m.cells.pop()
             return -1
@@ -277,17 +281,17 @@ class Grower:
         cell.nucleus_radius_nm = 0.55 * R
         cell.nucleus_centre_nm = centre + random_unit(rng) * 0.12 * R
         soma_node = self.m.add_node(centre, R, SOMA, ci, -1, key=True)
-        soma_seg = self.capsule(centre, centre, R, R, ci, SOMA)
         n_dend = rng.integers(spec.n_dendrites[0], spec.n_dendrites[1] + 1)
         if soma_inside:
+            soma_seg = self.capsule(centre, centre, R, R, ci, SOMA)
             dirs = random_unit(rng, n_dend + 1)
             for k, d in enumerate(dirs):
                 comp = AXON if k == n_dend else DENDRITE
                 r0 = rng.uniform(*(spec.axon_radius_nm if comp == AXON else spec.dendrite_radius_nm))
                 self._grow_from_soma(ci, soma_node, soma_seg, centre, R, d, r0, comp, spec)
         else:  # only the neurites that reach the volume are grown (the rest is never seen)
-            n_in = int(rng.integers(1, 3))
-            for k in range(n_in + int(rng.random() < 0.6)):
+            n_in = 0 if axon_only else int(rng.integers(1, 3))
+            for k in range(n_in + int(axon_only or rng.random() < 0.6)):
                 comp = AXON if k == n_in else DENDRITE
                 r0 = rng.uniform(*(spec.axon_radius_nm if comp == AXON else spec.dendrite_radius_nm))
                 if comp == DENDRITE:
@@ -326,17 +330,15 @@ class Grower:
             origin = target - direction * 4.0 * np.linalg.norm(reg.grow_hi - reg.grow_lo)
             entry = reg.entry_point(origin, target)
             node = self.m.add_node(entry, r0, comp, ci, -1)
-            recent = []
         else:
             soma_node, centre, R = start
             direction = (target - centre) / np.linalg.norm(target - centre)
             entry = reg.entry_point(centre, target)
             stem = self.m.add_node(centre + direction * R * 0.92, r0 * 1.15, comp, ci, soma_node)
-            node = self.m.add_node(entry, r0, comp, ci, stem)
-            recent = [self.capsule(self.m.node_pos[stem], entry, r0 * 1.15, r0, ci, comp)]
-        if self.index.overlap(entry, r0, exclude=recent)[0] > 0.9:
+            node = self.m.add_node(entry, r0, comp, ci, stem)  # the stem is never seen: no capsule
+        if self.index.overlap(entry, r0)[0] > 0.9:
             return
-        self._grow_neurite(ci, node, entry, direction, r0, comp, spec, recent=recent)
+        self._grow_neurite(ci, node, entry, direction, r0, comp, spec)
 
     def _grow_neurite(self, ci, node, pos, direction, r0, comp, spec, *, recent=()):
         """Random walk with persistence and collision avoidance; branches go on a stack."""
@@ -464,7 +466,7 @@ class Grower:
             if best is None or depth < best[0]:
                 best = (depth, neck_b, head)
         depth, neck_b, head = best
-        if depth > 0.3:
+        if depth > 0.45:
             return False
         neck_node = m.add_node(base + (neck_b - base) * 0.75, r_neck, SPINE_NECK, ci, base_node)
         m.add_node(head, r_head, SPINE_HEAD, ci, neck_node, key=True)

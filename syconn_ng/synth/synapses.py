@@ -111,23 +111,38 @@ def _sites(g: Grower, points, radii, cells, *, touch_nm, spacing_nm, avoid=np.ze
     """Appositions: axon points whose nearest partner surface is closer than `touch_nm`, at
     least `spacing_nm` apart along one axon (half that between axons), away from `avoid`."""
     gap, pt, rp, pcell, pcomp = _nearest_partner(g, points, radii, cells)
+    grid_nm = max(spacing_nm, 1.0)
+    taken: dict[tuple, list] = {}  # grid cell -> [(point, cell)], for the spacing rule
+
+    def crowded(p, c):
+        g0 = np.floor(p / grid_nm).astype(int)
+        for dx in (-1, 0, 1):
+            for dy in (-1, 0, 1):
+                for dz in (-1, 0, 1):
+                    for q, qc in taken.get((g0[0] + dx, g0[1] + dy, g0[2] + dz), ()):
+                        d = np.linalg.norm(q - p)
+                        if d < spacing_nm / 2 or (d < spacing_nm and qc == c):
+                            return True
+        return False
+
+    def take(p, c):
+        taken.setdefault(tuple(np.floor(p / grid_nm).astype(int)), []).append((p, c))
+
+    for p in avoid:
+        take(p, -1)
     sites: list[dict] = []
-    taken, taken_cell = list(avoid), [-1] * len(avoid)
     for i in np.argsort(gap, kind="stable"):
         if gap[i] > touch_nm:
             break
-        if taken:
-            dist = np.linalg.norm(np.asarray(taken) - points[i], axis=1)
-            if np.any(dist < spacing_nm / 2) or np.any((dist < spacing_nm) & (np.asarray(taken_cell) == cells[i])):
-                continue
+        if spacing_nm > 0 and crowded(points[i], cells[i]):
+            continue
         normal = (pt[i] - points[i]) / max(np.linalg.norm(pt[i] - points[i]), 1e-9)
         centre = points[i] + normal * (radii[i] + gap[i] / 2)
         if not g.region.inside_volume(centre):
             continue
         sites.append(dict(pre=int(cells[i]), post=int(pcell[i]), comp=int(pcomp[i]), a=points[i],
                           ra=float(radii[i]), normal=normal, centre=centre))
-        taken.append(points[i])
-        taken_cell.append(int(cells[i]))
+        take(points[i], int(cells[i]))
     return sites
 
 
@@ -157,7 +172,7 @@ def place_synapses_and_contacts(g: Grower, rng: np.random.Generator, *, n_synaps
     weights = []
     for s in bouton_sites:
         pref = CELL_TYPE_SPECS[m.cells[s["pre"]].type].post_preference
-        excitatory = 3.0 if m.cells[s["pre"]].type == "EA" else 1.0  # most synapses in Area X are excitatory inputs
+        excitatory = 6.0 if m.cells[s["pre"]].type == "EA" else 1.0  # most synapses in Area X are excitatory inputs
         weights.append(excitatory * {DENDRITE: pref[0], SPINE_HEAD: pref[1], SOMA: pref[2]}[s["comp"]])
     w = np.maximum(np.asarray(weights, dtype=float), 1e-6)
     order = np.argsort(-(np.log(w) + rng.gumbel(size=len(w))), kind="stable") if len(w) else np.zeros(0, int)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from syconn_ng.synth.geometry import CELL_TYPE_SPECS, CELL_TYPES, Grower, Region, point_segment_distance
+from syconn_ng.synth.geometry import CELL_TYPE_SPECS, Grower, Region, point_segment_distance
 from syconn_ng.synth.mitochondria import place_mitochondria
 from syconn_ng.synth.synapses import place_synapses_and_contacts
 
@@ -91,45 +91,38 @@ def build_tissue(shape_vx, voxel_size_nm, seed: int, *, n_cells: int = 0, synaps
     region = Region(np.zeros(3), (shape - 1) * vs)
     g = Grower(region, rng)
     vol_um3 = float(np.prod(shape * vs) / 1e9)
-    types = list(CELL_TYPES)
-    weights = np.array([CELL_TYPE_SPECS[t].weight for t in types])
     n_somata = max(1, int(round(vol_um3 * SOMATA_PER_UM3)))
     # neurites cross the volume, so the cells it takes grow with its cross-section, not its volume
     scale = max(1.0, (vol_um3 / 16.8) ** (2 / 3))
-    ids = np.sort(rng.choice(np.arange(1, 10_000_000), size=int(1200 * scale) + 10 * n_cells + 100,
+    ids = np.sort(rng.choice(np.arange(1, 10_000_000), size=int(2000 * scale) + 16 * n_cells + 100,
                              replace=False)).astype(np.uint64)
     present: list[int] = []  # cell indices with capsules in the volume
     coverage = _Coverage(region)
 
-    def grow(ctype, soma_inside):
+    def grow(ctype, soma_inside, axon_only=False):
         n0 = g.index.n
-        ci = g.add_cell(int(ids[len(g.m.cells)]), ctype, soma_inside=soma_inside)
+        ci = g.add_cell(int(ids[len(g.m.cells)]), ctype, soma_inside=soma_inside, axon_only=axon_only)
         if ci >= 0 and _in_volume(g, n0):
             present.append(ci)
         coverage.update(g.index, n0)
 
     for k in range(n_somata):
         grow(("MSN", "GP", "INT")[k % 3], True)
-    first = ["EA", "MSN", "INT", "GP"]
+    # Big things first, small things into the gaps: whole cells until no more fit, then axons
+    # only, of every type (excitatory ones twice as often), until even those find no room.
     window = int(40 * scale)
-    attempts, history, filling = 0, [], False
-    while attempts < max(8 * n_cells, int(1000 * scale)):
-        if n_cells and len(present) >= n_cells:
-            break
-        history.append(coverage.fraction())
-        stalled = len(history) > window and history[-1] - history[-window] < 0.006
-        if not n_cells and (history[-1] >= FILL_TARGET or (stalled and filling)):
-            break  # dense enough, or no room left even for thin axons
-        if stalled and not filling:  # the gaps left are for thin axons only
-            filling, history = True, []
-        if attempts < len(first):
-            ctype = first[attempts]
-        elif filling:
-            ctype = "EA" if rng.random() < 0.75 else "INT"
-        else:
-            ctype = types[rng.choice(len(types), p=weights / weights.sum())]
-        attempts += 1
-        grow(ctype, False)
+    for phase_types, axon_only in ((["EA", "MSN", "INT", "GP"], False), (["EA", "MSN", "INT", "GP"], True)):
+        w = np.array([CELL_TYPE_SPECS[t].weight * (2.0 if axon_only and t == "EA" else 1.0) for t in phase_types])
+        history: list[float] = []
+        for k in range(max(8 * n_cells, int(1000 * scale))):
+            history.append(coverage.fraction())
+            if n_cells and len(present) >= (n_cells if axon_only else n_cells // 2):
+                break
+            stalled = len(history) > window and history[-1] - history[-window] < 0.006
+            if not n_cells and (history[-1] >= FILL_TARGET or stalled):
+                break
+            ctype = phase_types[k] if k < len(phase_types) else phase_types[rng.choice(len(w), p=w / w.sum())]
+            grow(ctype, False, axon_only=axon_only)
     synapses, clouds, contacts, boutons = place_synapses_and_contacts(
         g, rng, n_synapses=round(synapses_per_um3 * vol_um3), touch_nm=2 * FILL_NM - 25.0)
     mitos = place_mitochondria(g, rng, boutons)

@@ -59,7 +59,7 @@ def trace_cell(tissue: Tissue, ci: int, rng: np.random.Generator, first_id: int)
         in_soma = has_soma and np.linalg.norm(p_nm - soma_c) < soma_r * 0.95
         if in_soma:
             c, r_nm = SOMA, soma_r
-        jitter = _jitter(rng, (soma_r * 0.25) if in_soma else 0.22 * r_nm)
+        jitter = _jitter(rng, (soma_r * 0.15) if in_soma else 0.22 * r_nm)
         v = np.rint((p_nm + jitter) / vs).astype(np.int64)
         if np.any(v < 0) or np.any(v >= shape):
             return 0  # outside the volume: not traceable
@@ -85,6 +85,11 @@ def trace_cell(tissue: Tissue, ci: int, rng: np.random.Generator, first_id: int)
         skip = (p >= 0 and len(children[k]) == 1 and comp[k] not in (SPINE_HEAD, SPINE_NECK, SOMA)
                 and rng.random() < 0.15)
         traced_id[k] = parent_id if skip else emit(pos[k], rad[k], comp[k], parent_id)
+        if comp[k] == SOMA and not traced_id[k]:  # a soma cut by the volume's face: trace its visible part
+            face = np.clip(pos[k], 0, (shape - 1) * vs)
+            visible = face + (face - pos[k]) / max(np.linalg.norm(face - pos[k]), 1e-9) * 0.2 * soma_r
+            if np.linalg.norm(visible - pos[k]) < 0.8 * soma_r:
+                traced_id[k] = emit(visible, soma_r, SOMA, 0)
     return out
 
 

@@ -1,0 +1,76 @@
+"""Scoring CNN outputs against truth: barrier voxel F1, organelle objects as the `objects` stage would extract them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from syconn_ng.cnn.metrics import object_scores, voxel_scores
+
+
+def score_barrier(prob: np.ndarray, truth: np.ndarray, *, threshold: int = 128) -> dict:
+    """Voxel scores of `prob >= threshold` against the truth membranes. prob: (X, Y, Z[, 1]) uint8; truth: (X, Y, Z) bool."""
+    p = prob[..., 0] if prob.ndim == 4 else prob
+    return voxel_scores(p >= threshold, truth)
+
+
+def extract_objects(prob: np.ndarray, *, threshold: float, min_voxels: int, connectivity: int = 26) -> np.ndarray:
+    """(X, Y, Z) uint32 objects from one organelle channel, as the `objects` stage finds them in one box:
+    components of prob > int(threshold * 255), those under `min_voxels` removed."""
+    from syconn_ng.stages.objects import label_components, threshold_u8
+
+    labels, n, _ = label_components(prob, threshold=threshold_u8(threshold), connectivity=connectivity)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    small = sizes < max(min_voxels, 1)
+    small[0] = True
+    labels[small[labels]] = 0
+    return labels
+
+
+def score_organelles(prob: np.ndarray, truth_objects: dict, objects_config, *, min_iou: float = 0.5) -> dict:
+    """Per organelle (sj, vc, mi): object scores (matched at IoU >= `min_iou`) and voxel scores.
+
+    prob: (X, Y, Z, 3) uint8; truth_objects: kind → (X, Y, Z) integer labels; objects_config: the
+    `[objects]` section (thresholds, minimum sizes, connectivity).
+    """
+    from syconn_ng.stages.objects import ORGANELLES, threshold_u8
+
+    out = {}
+    for c, kind in enumerate(ORGANELLES):
+        thr = getattr(objects_config, f"threshold_{kind}")
+        labels = extract_objects(prob[..., c], threshold=thr, min_voxels=getattr(objects_config, f"min_voxels_{kind}"),
+                                 connectivity=objects_config.connectivity)
+        truth = np.asarray(truth_objects[kind])
+        out[kind] = {"object": object_scores(labels, truth, min_iou=min_iou),
+                     "voxel": voxel_scores(prob[..., c] > threshold_u8(thr), truth > 0)}
+    return out
+
+
+def read_truth(folder, task: str):
+    """The truth of a synthetic tissue folder: barrier (X, Y, Z) bool, or organelle objects kind → (X, Y, Z) uint64."""
+    from syconn_ng.layers import layer_box, open_layer, read_box
+
+    def read(name):
+        vol = open_layer(Path(folder) / "truth" / name)
+        return read_box(vol, layer_box(vol))[..., 0]
+
+    if task == "barrier":
+        return read("barrier") > 0
+    return {kind: read(kind) for kind in ("sj", "vc", "mi")}
+
+
+def evaluate_on_tissue(model_path, folder, *, task: str, device: str = "auto", batch_size: int = 2, objects_config=None) -> dict:
+    """Run a model over a whole synthetic tissue folder and score it (the numbers the bundled weights report)."""
+    from syconn_ng.cnn.inference import Predictor, predict_volume
+    from syconn_ng.cnn.modelfile import load_model
+    from syconn_ng.cnn.train import read_stack
+    from syconn_ng.config import ObjectsConfig
+
+    module, info = load_model(model_path, task=task)
+    predictor = Predictor.from_model(module, info, batch_size=batch_size, device=device)
+    prob = predict_volume(predictor, read_stack(Path(folder) / "raw"))
+    truth = read_truth(folder, task)
+    if task == "barrier":
+        return {"barrier": {"voxel": score_barrier(prob, truth)}}
+    return score_organelles(prob, truth, objects_config or ObjectsConfig())

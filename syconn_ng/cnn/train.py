@@ -1,0 +1,410 @@
+"""Training the barrier and organelle CNNs on labelled volumes: synthetic tissue or real labelled stacks.
+
+Volumes come from a synthetic tissue folder, TIFF/PNG slice stacks, HDF5 cubes or precomputed
+layers (`load_labelled`). Patches are drawn with a bias towards rare foreground, augmented
+(flips, 90° rotations in xy, intensity, missing sections) and fed to the U-Net with a BCE +
+Dice loss; fixed validation patches choose the best weights and stop training early. With a
+seed the run is deterministic on the CPU (same thread count, same weights).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from syconn_ng.cnn import TASK_CHANNELS
+from syconn_ng.errors import InputError
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
+
+
+@dataclass
+class LabelledVolume:
+    """One training or test volume: raw (X, Y, Z) uint8, target (X, Y, Z, C) bool, mask (X, Y, Z) bool or None."""
+
+    name: str
+    raw: np.ndarray
+    target: np.ndarray
+    mask: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.raw.ndim != 3 or self.target.shape[:3] != self.raw.shape or self.target.ndim != 4:
+            raise InputError(self.name, f"raw {self.raw.shape} and labels {self.target.shape} do not have the same x y z shape")
+        if self.mask is not None and self.mask.shape != self.raw.shape:
+            raise InputError(self.name, f"mask {self.mask.shape} does not match raw {self.raw.shape}")
+
+    def sections(self, z0: int, z1: int) -> "LabelledVolume":
+        """The sub-volume of sections [z0, z1) (a split by section)."""
+        return LabelledVolume(f"{self.name}[z {z0}:{z1}]", self.raw[:, :, z0:z1], self.target[:, :, z0:z1],
+                              None if self.mask is None else self.mask[:, :, z0:z1])
+
+
+# ---------------------------------------------------------------- reading labelled data
+
+def read_stack(path) -> np.ndarray:
+    """A volume as (X, Y, Z): a folder of TIFF/PNG slices (sorted by name), a TIFF file, ``file.h5:dataset``
+    (stored z, y, x) or a precomputed layer (first channel)."""
+    s = str(path)
+    if ".h5:" in s or ".hdf5:" in s:
+        import h5py
+
+        file, key = s.rsplit(":", 1)
+        try:
+            with h5py.File(file, "r") as f:
+                return np.asarray(f[key]).transpose(2, 1, 0)
+        except (OSError, KeyError) as err:
+            raise InputError(file, f"cannot read HDF5 dataset ({err})", element=key) from err
+    p = Path(s[len("file://"):] if s.startswith("file://") else s)
+    if "://" in s and not s.startswith("file://") or (p / "info").is_file():
+        from syconn_ng.layers import layer_box, open_layer, read_box
+
+        vol = open_layer(s)
+        return np.ascontiguousarray(read_box(vol, layer_box(vol))[..., 0])
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise InputError(p, "no .tif/.tiff/.png slices in this folder")
+        return np.stack([_read_image(f) for f in files], axis=2)
+    if p.suffix.lower() in (".tif", ".tiff") and p.is_file():
+        import tifffile
+
+        arr = tifffile.imread(p)
+        return arr.T if arr.ndim == 2 else arr.transpose(2, 1, 0)[:, :, :]
+    raise InputError(p, "expected a folder of image slices, a TIFF file, FILE.h5:DATASET or a precomputed layer")
+
+
+def _read_image(path: Path) -> np.ndarray:
+    """One 2D slice as (X, Y); PIL modes '1', 'L', 'P', 'I;16' and RGB (first band) are read."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            arr = np.asarray(im)
+    except OSError as err:
+        raise InputError(path, f"not a readable image ({err})") from err
+    if arr.ndim == 3:
+        arr = arr[..., 0]
+    return arr.T
+
+
+def load_labelled(raw, labels, *, name: str = "", mask=None) -> LabelledVolume:
+    """A LabelledVolume from a raw stack and one label stack per output channel (foreground = value > 0).
+
+    raw, labels, mask: anything `read_stack` reads. Raw must be uint8 (uint16 is scaled by 1/257).
+    """
+    r = read_stack(raw)
+    if r.dtype == np.uint16:
+        r = (r // 257).astype(np.uint8)
+    if r.dtype != np.uint8:
+        raise InputError(str(raw), f"raw EM must be uint8 (or uint16), got {r.dtype}")
+    target = np.stack([read_stack(lab) > 0 for lab in labels], axis=3)
+    m = None if mask is None else read_stack(mask) > 0
+    return LabelledVolume(name or str(raw), r, target, m)
+
+
+def load_synthetic(folder, task: str) -> LabelledVolume:
+    """The raw and truth of a synthetic tissue folder (`syconn-ng synth`) for `task`."""
+    folder = Path(folder)
+    layer = "truth/barrier" if task == "barrier" else "truth/organelles"
+    raw = read_stack(folder / "raw")
+    from syconn_ng.layers import layer_box, open_layer, read_box
+
+    vol = open_layer(folder / layer)
+    target = read_box(vol, layer_box(vol)) > 0
+    return LabelledVolume(f"{folder.name}", raw, target)
+
+
+def synthetic_volumes(workdir, seeds, *, shape, synapses_per_um3: float = 1.0) -> list[Path]:
+    """Synthetic tissue folders for `seeds` under `workdir` (generated once, then reused)."""
+    from syconn_ng.synth.generate import generate_tissue
+
+    out = []
+    for seed in seeds:
+        folder = Path(workdir) / f"synth_{'x'.join(str(s) for s in shape)}_syn{synapses_per_um3:g}_seed{seed}"
+        if not (folder / ".complete").exists():
+            generate_tissue(folder, shape=tuple(shape), seed=int(seed), synapses_per_um3=synapses_per_um3)
+            (folder / ".complete").write_text("ok\n")
+        out.append(folder)
+    return out
+
+
+# ---------------------------------------------------------------- patches and augmentation
+
+class PatchSampler:
+    """Random training patches; a share `foreground_fraction` is centred on a foreground voxel of a random channel."""
+
+    def __init__(self, volumes: list[LabelledVolume], patch_size, rng: np.random.Generator, *, foreground_fraction: float = 0.5):
+        self.patch = tuple(int(v) for v in patch_size)
+        self.volumes = [_pad_to(v, self.patch) for v in volumes]
+        self.rng = rng
+        self.foreground_fraction = foreground_fraction
+        sizes = np.array([v.raw.size for v in self.volumes], dtype=float)
+        self.volume_p = sizes / sizes.sum()
+        # foreground voxels per volume and channel (at most 20000 each, enough to pick centres from)
+        self.foreground = []
+        for v in self.volumes:
+            per_channel = []
+            for c in range(v.target.shape[3]):
+                idx = np.flatnonzero(v.target[..., c])
+                if len(idx) > 20000:
+                    idx = np.sort(rng.choice(idx, 20000, replace=False))
+                per_channel.append(idx)
+            self.foreground.append(per_channel)
+
+    def sample(self):
+        """(raw (X, Y, Z) uint8, target (X, Y, Z, C) bool, mask (X, Y, Z) bool) of one patch."""
+        i = int(self.rng.choice(len(self.volumes), p=self.volume_p))
+        v = self.volumes[i]
+        shape = np.asarray(v.raw.shape)
+        size = np.asarray(self.patch)
+        start = None
+        if self.rng.random() < self.foreground_fraction:
+            channels = [c for c, idx in enumerate(self.foreground[i]) if len(idx)]
+            if channels:
+                c = channels[int(self.rng.integers(len(channels)))]
+                centre = np.array(np.unravel_index(self.rng.choice(self.foreground[i][c]), v.raw.shape))
+                start = centre - size // 2 + self.rng.integers(-(size // 4), size // 4 + 1)
+        if start is None:
+            start = self.rng.integers(0, shape - size + 1)
+        start = np.clip(start, 0, shape - size)
+        sl = tuple(slice(int(a), int(a + s)) for a, s in zip(start, size))
+        mask = v.mask[sl] if v.mask is not None else np.ones(self.patch, dtype=bool)
+        return v.raw[sl], v.target[sl], mask
+
+
+def _pad_to(v: LabelledVolume, patch) -> LabelledVolume:
+    """`v` mirrored up to at least `patch` on each axis; the added voxels are masked out."""
+    pad = [(0, max(0, p - s)) for s, p in zip(v.raw.shape, patch)]
+    if not any(b for _, b in pad):
+        return v
+    mask = np.ones(v.raw.shape, bool) if v.mask is None else v.mask
+    return LabelledVolume(v.name, np.pad(v.raw, pad, mode="symmetric"), np.pad(v.target, pad + [(0, 0)], mode="symmetric"),
+                          np.pad(mask, pad, mode="constant"))
+
+
+def augment(x: np.ndarray, target: np.ndarray, mask: np.ndarray, rng: np.random.Generator, *,
+            missing_section_p: float = 0.15, rotate: bool = True):
+    """Random flips (x, y, z), 90° rotations in xy, contrast / brightness / gamma / noise, and a missing section.
+
+    x: (X, Y, Z) float32 in [0, 1]; target: (X, Y, Z, C); mask: (X, Y, Z). Returns the three augmented.
+    """
+    for axis in range(3):
+        if rng.random() < 0.5:
+            x, target, mask = np.flip(x, axis), np.flip(target, axis), np.flip(mask, axis)
+    if rotate and x.shape[0] == x.shape[1]:
+        k = int(rng.integers(4))
+        x, target, mask = (np.rot90(a, k, axes=(0, 1)) for a in (x, target, mask))
+    gamma = float(np.exp(rng.uniform(-0.3, 0.3)))
+    x = np.clip(x, 0, 1) ** gamma
+    x = x * rng.uniform(0.8, 1.2) + rng.uniform(-0.1, 0.1)
+    x = x + rng.normal(0, rng.uniform(0, 0.04), x.shape).astype(np.float32)
+    if x.shape[2] > 2 and rng.random() < missing_section_p:
+        z = int(rng.integers(x.shape[2]))
+        x = x.copy()
+        x[:, :, z] = rng.uniform(0.0, 0.3) + rng.normal(0, 0.03, x.shape[:2])
+    return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(target), np.ascontiguousarray(mask)
+
+
+# ---------------------------------------------------------------- the training loop
+
+@dataclass
+class TrainSettings:
+    """Hyper-parameters of one training run (all sizes in voxels, x y z)."""
+
+    width: int = 16
+    depth: int = 3
+    patch_size: list[int] = field(default_factory=lambda: [96, 96, 24])
+    batch_size: int = 2
+    iterations: int = 400
+    learning_rate: float = 3e-3
+    weight_decay: float = 1e-4
+    foreground_fraction: float = 0.5
+    missing_section_p: float = 0.15
+    validate_every: int = 25
+    validation_patches: int = 8
+    patience: int = 6  # validations without improvement before stopping
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+    max_minutes: float = 0.0  # stop after this long (0 = no limit)
+    output_crop: list[int] = field(default_factory=lambda: [8, 8, 2])
+    inference_patch: list[int] = field(default_factory=lambda: [160, 160, 48])
+    voxel_size_nm: list[float] = field(default_factory=lambda: [10.0, 10.0, 20.0])
+
+
+def _loss(logits, target, mask, dice_weight: float = 1.0):
+    """Masked binary cross-entropy + soft Dice per channel (Dice keeps rare channels such as sj in view)."""
+    import torch
+    import torch.nn.functional as F
+
+    m = mask[:, None].expand_as(target)
+    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * m).sum() / m.sum().clamp(min=1)
+    p = torch.sigmoid(logits) * m
+    dims = (0, 2, 3, 4)
+    inter = (p * target).sum(dims)
+    dice = 1 - (2 * inter + 1) / (p.sum(dims) + (target * m).sum(dims) + 1)
+    return bce + dice_weight * dice.mean()
+
+
+def _to_batch(items, mean: float, std: float):
+    """A list of (x float (X, Y, Z), target, mask) → torch tensors (N, 1, Z, Y, X), (N, C, Z, Y, X), (N, Z, Y, X)."""
+    import torch
+
+    x = np.stack([(a - mean) / std for a, _, _ in items])[:, None].transpose(0, 1, 4, 3, 2)
+    t = np.stack([b for _, b, _ in items]).transpose(0, 4, 3, 2, 1).astype(np.float32)
+    m = np.stack([c for _, _, c in items]).transpose(0, 3, 2, 1).astype(np.float32)
+    return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(np.ascontiguousarray(t)),
+            torch.from_numpy(np.ascontiguousarray(m)))
+
+
+def train_model(task: str, train: list[LabelledVolume], val: list[LabelledVolume], settings: TrainSettings, *,
+                out=None, data_description: str = "", progress: bool = True, curve_png=None):
+    """Train a U-Net for `task` ('barrier' or 'organelles'); returns (module, ModelInfo, history).
+
+    Writes the model file to `out` and the learning curve to `curve_png` when given. The best
+    weights on the validation patches are kept; training stops after `patience` validations
+    without improvement, after `iterations`, or after `max_minutes`.
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from syconn_ng.cnn.model import UNetSpec, build_unet
+    from syconn_ng.cnn.modelfile import ModelInfo, library_versions, save_model
+
+    if task not in TASK_CHANNELS:
+        raise InputError(None, f"unknown task {task!r} (expected one of {sorted(TASK_CHANNELS)})")
+    channels = list(TASK_CHANNELS[task])
+    for v in train + val:
+        if v.target.shape[3] != len(channels):
+            raise InputError(v.name, f"has {v.target.shape[3]} label channel(s), task {task!r} needs {len(channels)} ({', '.join(channels)})")
+    s = settings
+    spec = UNetSpec(in_channels=1, out_channels=len(channels), width=s.width, depth=s.depth, voxel_size_nm=tuple(s.voxel_size_nm))
+    if any(p % d for p, d in zip(s.patch_size, spec.divisor)) or any(p % d for p, d in zip(s.inference_patch, spec.divisor)):
+        raise InputError(None, f"patch sizes {s.patch_size} and {s.inference_patch} must be multiples of {list(spec.divisor)}")
+    old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    if s.threads:
+        torch.set_num_threads(s.threads)
+    torch.use_deterministic_algorithms(True)
+    try:
+        rng = np.random.default_rng(s.seed)
+        torch.manual_seed(s.seed)
+        raws = np.concatenate([v.raw[v.mask] if v.mask is not None else v.raw.ravel() for v in train]).astype(np.float64) / 255.0
+        mean, std = float(raws.mean()), float(max(raws.std(), 1e-3))
+        del raws
+        sampler = PatchSampler(train, s.patch_size, rng, foreground_fraction=s.foreground_fraction)
+        val_sampler = PatchSampler(val or train, s.patch_size, np.random.default_rng(s.seed + 1), foreground_fraction=s.foreground_fraction)
+        val_items = [val_sampler.sample() for _ in range(s.validation_patches)]
+        val_batches = [_to_batch([(r.astype(np.float32) / 255, t, m)], mean, std) for r, t, m in val_items]
+
+        module = build_unet(spec)
+        opt = torch.optim.AdamW(module.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.learning_rate, total_steps=max(s.iterations, 2), pct_start=0.1)
+        history = {"iteration": [], "train_loss": [], "val_loss": [], "val_f1": []}
+        best = (-1.0, None, 0)
+        since_best, running = 0, []
+        t0 = time.perf_counter()
+        bar = tqdm(total=s.iterations, desc=f"train {task}", unit="it", disable=not progress)
+        for it in range(1, s.iterations + 1):
+            module.train()
+            items = []
+            for _ in range(s.batch_size):
+                r, t, m = sampler.sample()
+                items.append(augment(r.astype(np.float32) / 255, t, m, rng, missing_section_p=s.missing_section_p))
+            x, t, m = _to_batch(items, mean, std)
+            loss = _loss(module(x), t, m)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            running.append(float(loss.detach()))
+            bar.update(1)
+            timed_out = s.max_minutes > 0 and time.perf_counter() - t0 > 60 * s.max_minutes
+            if it % s.validate_every == 0 or it == s.iterations or timed_out:
+                val_loss, val_f1 = _validate(module, val_batches)
+                history["iteration"].append(it)
+                history["train_loss"].append(float(np.mean(running)))
+                history["val_loss"].append(val_loss)
+                history["val_f1"].append(val_f1)
+                running = []
+                bar.set_postfix_str(f"loss {history['train_loss'][-1]:.3f} val F1 {np.mean(val_f1):.3f}")
+                score = float(np.mean(val_f1))
+                if score > best[0]:
+                    best = (score, {k: v.detach().clone() for k, v in module.state_dict().items()}, it)
+                    since_best = 0
+                else:
+                    since_best += 1
+                if since_best >= s.patience or timed_out:
+                    break
+        bar.close()
+        if best[1] is not None:
+            module.load_state_dict(best[1])
+        module.eval()
+        seconds = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(old_threads)
+        torch.use_deterministic_algorithms(old_det)
+    info = ModelInfo(task=task, channels=channels, spec=spec, voxel_size_nm=list(s.voxel_size_nm),
+                     patch_size=list(s.inference_patch), output_crop=list(s.output_crop), intensity_mean=mean, intensity_std=std,
+                     training={"data": data_description or ", ".join(v.name for v in train),
+                               "validation": ", ".join(v.name for v in val), "settings": asdict(s),
+                               "iterations_run": history["iteration"][-1] if history["iteration"] else 0,
+                               "best_iteration": best[2], "best_val_f1": best[0], "seconds": round(seconds, 1),
+                               "metrics": {}},
+                     versions=library_versions())
+    if out is not None:
+        save_model(out, module, info)
+    if curve_png is not None:
+        plot_learning_curve(history, curve_png, title=f"{task}: {info.training['data']}", channels=channels)
+    return module, info, history
+
+
+def _validate(module, batches) -> tuple[float, list[float]]:
+    """Mean loss and per-channel voxel F1 (at 0.5) over fixed validation patches."""
+    import torch
+
+    module.eval()
+    tp = fp = fn = 0
+    losses = []
+    with torch.inference_mode():
+        for x, t, m in batches:
+            logits = module(x)
+            losses.append(float(_loss(logits, t, m)))
+            pred = (logits > 0).float() * m[:, None]
+            tgt = t * m[:, None]
+            dims = (0, 2, 3, 4)
+            tp = tp + (pred * tgt).sum(dims).numpy()
+            fp = fp + (pred * (1 - tgt)).sum(dims).numpy()
+            fn = fn + ((1 - pred) * tgt).sum(dims).numpy()
+    f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 1.0)
+    return float(np.mean(losses)), [float(v) for v in f1]
+
+
+def plot_learning_curve(history: dict, path, *, title: str = "", channels=()) -> Path:
+    """A PNG of training and validation loss and validation F1 per channel against iterations."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    a.plot(history["iteration"], history["train_loss"], label="train")
+    a.plot(history["iteration"], history["val_loss"], label="validation")
+    a.set_xlabel("iteration")
+    a.set_ylabel("loss (BCE + Dice)")
+    a.legend()
+    f1 = np.asarray(history["val_f1"]).reshape(len(history["iteration"]), -1)
+    for c in range(f1.shape[1]):
+        b.plot(history["iteration"], f1[:, c], label=channels[c] if c < len(channels) else str(c))
+    b.set_xlabel("iteration")
+    b.set_ylabel("validation voxel F1")
+    b.set_ylim(0, 1)
+    b.legend()
+    fig.suptitle(title[:100], fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path

@@ -1,0 +1,137 @@
+"""The `barrier` and `organelles` stages: CNN probabilities over the chunk grid, as uint8 layers.
+
+One pass of tasks over the task grid. A task reads the raw EM of its box plus the context the
+model's tiles need (the halo), predicts with tiles on the grid of the whole volume (so the
+result does not depend on the task size), and writes `layers/barrier` (1 channel) or
+`layers/organelles` (3 channels: sj, vc, mi). A stage whose layer `[oracle]` provides does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from syconn_ng.box import Box
+from syconn_ng.cnn import TASK_CHANNELS
+from syconn_ng.engine.driver import Pass
+from syconn_ng.errors import InputError
+from syconn_ng.layers import create_layer, layer_box, local_dir, open_layer, read_box, remove_temp_files, write_box
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _threads(analysis) -> int:
+    """torch threads per worker: [cnn] threads, else the cores shared among the local workers."""
+    cores = os.cpu_count() or 1
+    if analysis.config.cnn.threads:
+        return analysis.config.cnn.threads
+    workers = analysis.config.executor.workers or cores
+    return max(1, cores // workers)
+
+
+def predict_task(analysis, task) -> dict:
+    """CNN probabilities of one task box (raw read with the tiles' context), written as uint8."""
+    import torch
+
+    from syconn_ng.cnn.inference import Predictor, to_uint8
+    from syconn_ng.cnn.modelfile import load_model
+
+    p = task.params
+    torch.set_num_threads(p["threads"])
+    module, info = load_model(p["model"], task=p["task"], voxel_size_nm=p["voxel_size_nm"], tolerance=p["cnn"]["voxel_size_tolerance"])
+    predictor = Predictor.from_model(module, info, patch_size=p["cnn"]["patch_size"], overlap=p["cnn"]["overlap"],
+                                     batch_size=p["cnn"]["batch_size"], device=p["cnn"]["device"])
+    bounds = Box(*p["bounds"])
+    raw = open_layer(p["raw"], fill_missing=p["missing_chunks"] == "zeros")
+    halo = predictor.halo_box(task.box, bounds)
+    data = read_box(raw, halo)[..., 0]
+    prob = to_uint8(predictor.predict_box(lambda b: data[b.slices(relative_to=halo.start)], task.box, bounds))
+    write_box(open_layer(analysis.layer_path(p["task"])), task.box, prob)
+    return {"mean": [float(v) for v in prob.reshape(-1, prob.shape[-1]).mean(axis=0)]}
+
+
+class CnnStage:
+    """The `barrier` or `organelles` stage for the driver (`syconn_ng.engine.run_stage`)."""
+
+    def __init__(self, task: str):
+        self.name = task
+        self.task = task
+
+    def _oracle(self, analysis) -> str:
+        return getattr(analysis.config.oracle, self.task)
+
+    def model_path(self, analysis) -> Path:
+        """The model file the config names, or the bundled default."""
+        from syconn_ng.cnn.modelfile import bundled_model_path
+        from syconn_ng.config import resolve_path
+
+        value = getattr(analysis.config.cnn, f"{self.task}_model")
+        path = Path(resolve_path(analysis.root, value)) if value else bundled_model_path(self.task)
+        if not path.is_file():
+            raise InputError(path, f"{self.task} model file not found" + ("" if value else " (the bundled default is missing from this installation)"),
+                             element=f"[cnn] {self.task}_model")
+        return path
+
+    def _raw(self, analysis):
+        return open_layer(analysis.raw_layer, fill_missing=analysis.config.chunking.missing_chunks == "zeros")
+
+    def params(self, analysis) -> dict:
+        if self._oracle(analysis):
+            return {"oracle": self._oracle(analysis)}
+        cfg = analysis.config
+        model = self.model_path(analysis)
+        bounds = layer_box(self._raw(analysis))
+        cnn = cfg.section_params("cnn")
+        cnn.pop("threads")  # changes speed, not results
+        cnn.pop("barrier_model")
+        cnn.pop("organelles_model")
+        return {"task": self.task, "model": str(model), "model_sha256": _file_sha256(model), "raw": analysis.raw_layer,
+                "bounds": [list(bounds.start), list(bounds.stop)], "cnn": cnn, "threads": _threads(analysis),
+                "chunk_size": list(cfg.chunking.chunk_size), "task_size": list(cfg.chunking.task_size),
+                "missing_chunks": cfg.chunking.missing_chunks, "voxel_size_nm": list(analysis.voxel_size_nm)}
+
+    def prepare(self, analysis, *, fresh: bool) -> None:
+        """Check the raw layer and the model before any work; create `layers/<task>`."""
+        from syconn_ng.cnn.modelfile import load_model
+
+        if self._oracle(analysis):
+            return
+        raw = self._raw(analysis)
+        if raw.num_channels != 1:
+            raise InputError(raw.cloudpath, f"raw EM must have 1 channel, this layer has {raw.num_channels}", element="info: num_channels")
+        if np.dtype(raw.dtype) != np.uint8:
+            raise InputError(raw.cloudpath, f"raw EM must be uint8, this layer is {raw.dtype} (convert it to 8 bit first)", element="info: data_type")
+        if not np.allclose(np.asarray(raw.resolution, dtype=float), analysis.voxel_size_nm):
+            raise InputError(raw.cloudpath, f"voxel size {list(raw.resolution)} nm differs from [dataset] voxel_size_nm {list(analysis.voxel_size_nm)}", element="info: resolution")
+        path = self.model_path(analysis)
+        _, info = load_model(path, task=self.task, voxel_size_nm=analysis.voxel_size_nm, tolerance=analysis.config.cnn.voxel_size_tolerance)
+        out = analysis.layer_path(self.task)
+        d = local_dir(out)
+        if fresh and d is not None:
+            shutil.rmtree(d, ignore_errors=True)
+        if d is not None and (d / "info").exists():
+            remove_temp_files(d)  # left by a killed run; the driver holds the stage lock
+            return
+        bounds = layer_box(raw)
+        create_layer(out, layer_type="image", dtype=np.uint8, voxel_size_nm=analysis.voxel_size_nm, shape=bounds.shape,
+                     voxel_offset=bounds.start, chunk_size=analysis.config.chunking.chunk_size, num_channels=len(TASK_CHANNELS[self.task]),
+                     extra_info={"syconn_ng": {"stage": self.task, "channels": list(TASK_CHANNELS[self.task]),
+                                               "encoding": "probability x 255", "model": str(path),
+                                               "model_trained_on": info.training.get("data", "")}})
+
+    def passes(self, analysis) -> list[Pass]:
+        if self._oracle(analysis):
+            return []
+        from syconn_ng.stages.objects import task_boxes
+
+        return [Pass("predict", predict_task, task_boxes(layer_box(self._raw(analysis)), analysis.config.chunking.task_size))]
+
+
+BARRIER = CnnStage("barrier")
+ORGANELLES = CnnStage("organelles")
