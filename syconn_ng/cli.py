@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": ("syconn_ng.commands.init", "init", "Start an analysis directory with a commented syconn.toml."),
     "run": ("syconn_ng.commands.run", "run", "Run the pipeline's stages (resumable; local process pool or Dask)."),
     "info": ("syconn_ng.commands.info", "info", "Summarise an annotation file or a precomputed layer."),
+    "train": ("syconn_ng.commands.train", "train", "Train models: `train cnn` (barrier / organelle U-Nets)."),
     "convert": ("syconn_ng.commands.convert", "convert", "Convert between .nml, .k.zip and .swc."),
     "import-knossos": (
         "syconn_ng.commands.import_knossos",

@@ -343,6 +343,22 @@ def test_cli_example_makes_a_tissue_and_prints_its_layer_paths(tmp_path, capsys)
     assert load_config(tmp_path / "ex").dataset.raw == "raw"
 
 
+def test_synth_refuses_a_folder_holding_something_else_and_replaces_an_old_tissue(tmp_path, capsys):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "precious.txt").write_text("keep me")
+    with pytest.raises(SystemExit) as err:
+        main(["synth", str(tmp_path / "data"), "--shape", "32,32,16"])
+    assert err.value.code == 2
+    assert "not empty" in capsys.readouterr().err
+    assert (tmp_path / "data" / "precious.txt").read_text() == "keep me"
+    _small(tmp_path, "t", seed=1)
+    first = sorted(p.name for p in (tmp_path / "t" / "skeletons").iterdir())
+    _small(tmp_path, "t", seed=2)
+    second = sorted(p.name for p in (tmp_path / "t" / "skeletons").iterdir())
+    assert set(second) == {f"cell_{i}.k.zip" for i in pd.read_csv(tmp_path / "t" / "truth" / "cells.csv").query("traced == 1").id}
+    assert first != second
+
+
 def test_cli_rejects_a_malformed_shape(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main(["synth", str(tmp_path / "t"), "--shape", "64,64"])

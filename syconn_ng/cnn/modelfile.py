@@ -91,8 +91,6 @@ def save_model(path, module, info: ModelInfo) -> Path:
 
 def read_model_info(path) -> tuple[ModelInfo, dict]:
     """The metadata and state dict of a model file; InputError if it is not one."""
-    import pickle
-
     import torch
 
     path = Path(path)
@@ -100,7 +98,7 @@ def read_model_info(path) -> tuple[ModelInfo, dict]:
         raise InputError(path, "model file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+    except Exception as err:  # the weights-only unpickler raises many kinds (UnpicklingError, KeyError, ...) on foreign files
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise InputError(path, f"not a loadable torch weights file ({first})") from err
     if not isinstance(payload, dict) or "state_dict" not in payload or "metadata" not in payload:

@@ -408,3 +408,48 @@ def plot_learning_curve(history: dict, path, *, title: str = "", channels=()) ->
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+# ---------------------------------------------------------------- the recipe of the bundled weights
+
+@dataclass
+class SyntheticRecipe:
+    """Synthetic training data of a bundled model: tissues of these seeds (never seed 1, the tests' tissue)."""
+
+    train_seeds: list[int] = field(default_factory=lambda: [101, 102, 103])
+    val_seed: int = 104
+    eval_seed: int = 1  # the test fixture's tissue: the metrics in the model file are what the tests check
+    shape: list[int] = field(default_factory=lambda: [192, 192, 96])
+    synapses_per_um3: float = 1.0
+
+
+RECIPES: dict[str, tuple[SyntheticRecipe, TrainSettings]] = {
+    "barrier": (SyntheticRecipe(), TrainSettings(iterations=600, threads=1)),
+    "organelles": (SyntheticRecipe(synapses_per_um3=4.0), TrainSettings(iterations=600, threads=1)),
+}
+
+
+def train_on_synthetic(task: str, out, *, workdir, recipe: SyntheticRecipe | None = None, settings: TrainSettings | None = None,
+                       progress: bool = True, curve_png=None) -> dict:
+    """Generate (or reuse) the recipe's tissues, train, score on the evaluation tissue, save; returns the metrics."""
+    from syconn_ng.cnn.evaluate import evaluate_on_tissue
+    from syconn_ng.cnn.modelfile import load_model, save_model
+
+    default_recipe, default_settings = RECIPES[task]
+    recipe = recipe or default_recipe
+    settings = settings or default_settings
+    folders = synthetic_volumes(workdir, recipe.train_seeds + [recipe.val_seed], shape=recipe.shape,
+                                synapses_per_um3=recipe.synapses_per_um3)
+    volumes = [load_synthetic(f, task) for f in folders]
+    description = (f"synthetic tissue, seeds {recipe.train_seeds} (validation {recipe.val_seed}), {recipe.shape} voxels, "
+                   f"{recipe.synapses_per_um3:g} synapses/µm³")
+    train_model(task, volumes[:-1], volumes[-1:], settings, out=out, data_description=description, progress=progress,
+                curve_png=curve_png)
+    (eval_folder,) = synthetic_volumes(workdir, [recipe.eval_seed], shape=recipe.shape)
+    metrics = evaluate_on_tissue(out, eval_folder, task=task, batch_size=1)
+    module, info = load_model(out)
+    info.training["metrics"] = {"evaluated_on": f"synthetic tissue seed {recipe.eval_seed}, {recipe.shape} voxels, "
+                                                "1 synapse/µm³", "scores": metrics}
+    info.training["recipe"] = asdict(recipe)
+    save_model(out, module, info)
+    return metrics

@@ -12,7 +12,7 @@ from syconn_ng.layers import to_cloudpath
 
 @click.command("example")
 @click.argument("directory", default="example_analysis", type=click.Path(file_okay=False))
-@click.option("--seed", default=1, show_default=True, type=int, help="Random seed of the tissue.")
+@click.option("--seed", default=1, show_default=True, type=click.IntRange(min=0), help="Random seed of the tissue.")
 @click.option("--shape", default="256,256,128", show_default=True, callback=_triple(int), help="Volume size in voxels X,Y,Z.")
 def example(directory, seed, shape):
     """Generate a small synthetic tissue (256 x 256 x 128 voxels) into DIRECTORY and summarise it."""

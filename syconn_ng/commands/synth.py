@@ -47,7 +47,7 @@ def summary_lines(stats: dict) -> list[str]:
 @click.option("--voxel-size", default="10,10,20", show_default=True, callback=_triple(float), help="Voxel size in nm X,Y,Z.")
 @click.option("--cells", "n_cells", default=0, show_default=True, type=click.IntRange(min=0),
               help="Cells with neurites in the volume; 0 = as many as dense neuropil holds.")
-@click.option("--seed", default=0, show_default=True, type=int, help="Random seed: the same seed gives the same tissue.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Random seed: the same seed gives the same tissue.")
 @click.option("--noise", default=1.0, show_default=True, type=click.FloatRange(min=0.0), help="Image noise level (0 = clean).")
 @click.option("--synapse-density", default=1.0, show_default=True, type=click.FloatRange(min=0.0), help="Synapses per µm³.")
 @click.option("--artefacts/--no-artefacts", default=True, show_default=True, help="Occasional missing and shifted sections.")

@@ -10,7 +10,7 @@ Everything is deterministic: ray tilts come from a generator seeded with (seed, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -19,6 +19,7 @@ from syconn_ng.box import Box
 
 BARRIER_FULL_SCALE = 255  # uint8 barrier layers: 255 = certainly membrane
 GOLDEN_ANGLE = np.pi * (3.0 - np.sqrt(5.0))
+FIRST_BOX_MARGIN_NM = 600.0  # rays are first cast in boxes this far around their nodes
 
 
 @dataclass(frozen=True)
@@ -151,9 +152,10 @@ def cast_rays(barrier: np.ndarray, origins_vx: np.ndarray, directions: np.ndarra
     coordinates (voxel i spans [i - 0.5, i + 0.5)); directions: (M, 3) unit vectors in nm space.
     A ray advances `step_vx` × the smallest voxel side per step; each voxel it enters adds its
     barrier value (`barrier_lut(cutoff)`); it stops once the sum reaches `threshold`.
-    Returns (entry_nm, stop_nm), (M,) float32: the distance at which the ray entered the barrier
-    run it stopped in, and the distance at which it stopped; NaN for rays that did not stop within
-    `max_length_nm`. The array must hold every ray up to that length (positions are clamped to it).
+    Returns (entry_nm, stop_nm, left): (M,) float32 distances at which the ray entered the barrier
+    run it stopped in, and at which it stopped, NaN for rays that did not stop within
+    `max_length_nm` or left the array; left (M,) bool, the ray left the array before stopping
+    (cast it again in a larger box).
     """
     vs = np.asarray(voxel_size_nm, dtype=np.float64)
     step_nm = float(step_vx) * float(vs.min())
@@ -167,40 +169,44 @@ def cast_rays(barrier: np.ndarray, origins_vx: np.ndarray, directions: np.ndarra
     m = len(origins_vx)
     entry_out = np.full(m, np.nan, dtype=np.float32)
     stop_out = np.full(m, np.nan, dtype=np.float32)
+    left = np.zeros(m, dtype=bool)
     if m == 0:
-        return entry_out, stop_out
+        return entry_out, stop_out, left
     o = (np.asarray(origins_vx, dtype=np.float64) + 0.5).T.astype(np.float32)  # +0.5: floor gives the voxel
     d = (np.asarray(directions, dtype=np.float64) * (step_nm / vs)).T.astype(np.float32)  # voxels per step
     idx = np.arange(m)
-    prev = _flat_index(o, strides, shape)
-    acc = np.zeros(m, dtype=np.float32)
+    prev, outside = _flat_index(o, strides, shape)
+    left[outside] = True
+    acc = np.where(outside, np.float32(np.inf), np.float32(0.0))  # an origin outside the array ends at once
     last_clear = np.zeros(m, dtype=np.int32)  # last step at which the ray was in a voxel without barrier
     for k in range(1, n_steps + 1):
-        flat = _flat_index(o + np.float32(k) * d, strides, shape)
+        flat, outside = _flat_index(o + np.float32(k) * d, strides, shape)
         value = lut[flat_barrier[flat]]
         acc += np.where(flat != prev, value, np.float32(0.0))
         last_clear[value == 0] = k
         prev = flat
-        stopped = acc >= threshold
+        stopped = (acc >= threshold) | outside
         if stopped.any():
-            hit = idx[stopped]
-            stop_out[hit] = k * step_nm
-            entry_out[hit] = (last_clear[stopped] + 1) * step_nm
+            hit = stopped & ~outside
+            stop_out[idx[hit]] = k * step_nm
+            entry_out[idx[hit]] = (last_clear[hit] + 1) * step_nm
+            left[idx[outside]] = True
             go = ~stopped
             idx, o, d, prev, acc, last_clear = idx[go], o[:, go], d[:, go], prev[go], acc[go], last_clear[go]
             if not len(idx):
                 break
-    return entry_out, stop_out
+    return entry_out, stop_out, left
 
 
-def _flat_index(pos: np.ndarray, strides: np.ndarray, shape: np.ndarray) -> np.ndarray:
-    """Flat array index of the voxels holding (3, M) positions (already shifted by +0.5), clamped to the array."""
-    flat = np.zeros(pos.shape[1], dtype=np.int64)
-    for a in range(3):
-        i = pos[a].astype(np.int64)  # positions inside the array are >= 0, so truncation is floor
-        np.clip(i, 0, shape[a] - 1, out=i)
-        flat += i * strides[a]
-    return flat
+def _flat_index(pos: np.ndarray, strides: np.ndarray, shape: np.ndarray):
+    """Flat array index of the voxels holding (3, M) positions (already shifted by +0.5), clamped to the
+    array, and (M,) bool: which positions lie outside it. Few, whole-array calls: this runs every step."""
+    i = np.floor(pos).astype(np.int64)
+    high = shape[:, None] - 1
+    outside = ((i < 0) | (i > high)).any(axis=0)
+    np.maximum(i, 0, out=i)
+    np.minimum(i, high, out=i)
+    return (i * strides[:, None]).sum(axis=0), outside
 
 
 # ---------------------------------------------------------------- radii and hull points
@@ -267,6 +273,14 @@ def ray_margin_vx(p: RayParams, voxel_size_nm) -> np.ndarray:
     return np.ceil(p.max_ray_length_nm / np.asarray(voxel_size_nm, dtype=np.float64)).astype(np.int64) + 2
 
 
+def _subgraph(edges: np.ndarray, nodes: np.ndarray) -> np.ndarray:
+    """The edges among `nodes` (sorted indices), renumbered to positions in `nodes`."""
+    index = np.full(int(max(edges.max(initial=-1), nodes.max(initial=-1))) + 1, -1, dtype=np.int64)
+    index[nodes] = np.arange(len(nodes))
+    both = (index[edges[:, 0]] >= 0) & (index[edges[:, 1]] >= 0) if len(edges) else np.zeros(0, dtype=bool)
+    return index[edges[both]].reshape(-1, 2)
+
+
 def node_batches(positions_vx: np.ndarray, edges: np.ndarray, *, margin_vx, bounds: Box, max_box_voxels: int):
     """Nodes grouped along the skeleton (depth-first) into batches whose barrier box stays under `max_box_voxels`.
 
@@ -327,16 +341,27 @@ def cell_hull(read_barrier: Callable[[Box], np.ndarray], positions_vx: np.ndarra
     counts = np.bincount(ray_node, minlength=n)
     starts = np.cumsum(counts) - counts
     pad = dataset_pad_vx(p)
-    for batch, box in node_batches(pos, e, margin_vx=ray_margin_vx(p, vs), bounds=bounds.grow(pad),
-                                   max_box_voxels=p.max_box_voxels):
-        c = counts[batch]
-        rays = np.repeat(starts[batch] - (np.cumsum(c) - c), c) + np.arange(c.sum())
-        barrier = read_barrier(box)
-        entry, stop = cast_rays(barrier, pos[ray_node[rays]] - np.asarray(box.start), directions[rays], voxel_size_nm=vs,
-                                step_vx=p.step_vx, cutoff=p.barrier_cutoff, threshold=p.barrier_threshold,
-                                max_length_nm=p.max_ray_length_nm)
-        length[rays] = entry if p.hull_at == "entry" else stop
-    # distance from the skeleton axis: a tilted ray is longer, not the neurite thicker
+    # most rays stop near their node: a small box first, then a box holding the longest ray for the
+    # rays that left it (either way a ray's length comes from a box holding its whole path)
+    todo = np.ones(len(ray_node), dtype=bool)
+    margins = [ray_margin_vx(replace(p, max_ray_length_nm=min(p.max_ray_length_nm, FIRST_BOX_MARGIN_NM)), vs),
+               ray_margin_vx(p, vs)]
+    for margin in margins:
+        nodes = np.unique(ray_node[todo])
+        for batch, box in node_batches(pos[nodes], _subgraph(e, nodes), margin_vx=margin, bounds=bounds.grow(pad),
+                                       max_box_voxels=p.max_box_voxels):
+            batch = nodes[batch]
+            c = counts[batch]
+            rays = np.repeat(starts[batch] - (np.cumsum(c) - c), c) + np.arange(c.sum())
+            rays = rays[todo[rays]]
+            barrier = read_barrier(box)
+            entry, stop, left = cast_rays(barrier, pos[ray_node[rays]] - np.asarray(box.start), directions[rays], voxel_size_nm=vs,
+                                          step_vx=p.step_vx, cutoff=p.barrier_cutoff, threshold=p.barrier_threshold,
+                                          max_length_nm=p.max_ray_length_nm)
+            length[rays] = entry if p.hull_at == "entry" else stop
+            todo[rays] = left
+        if not todo.any():
+            break
     end_nm = pos[ray_node] * vs + directions * np.nan_to_num(length)[:, None]
     # rays that ran into the dataset's faces end there: hull points, but they say nothing of the radius
     at_face = np.isfinite(length) & ~bounds.contains(np.rint(end_nm / vs))

@@ -177,6 +177,7 @@ def voxelize_nodes(node_nm: np.ndarray, radius_nm: np.ndarray, degree: np.ndarra
 # ---------------------------------------------------------------- rasterising
 
 TEMPLATE_MAX_NM = 1024.0  # larger regions (somata) are computed on the spot instead of from a cached template
+SLAB_VOXELS = 1 << 21  # ... in slabs of at most this many voxels
 
 
 def _quantised_reach(reach_nm: np.ndarray) -> np.ndarray:
@@ -186,8 +187,8 @@ def _quantised_reach(reach_nm: np.ndarray) -> np.ndarray:
 
 def _distances_and_bins(offsets: list[np.ndarray], voxel_size_nm, n_bins: int):
     """Distance (nm, float32) and cube-map bin (int16) of the voxels of a box, from per-axis voxel offsets."""
-    grid = np.stack(np.meshgrid(*[o * s for o, s in zip(offsets, voxel_size_nm)], indexing="ij"), axis=-1)
-    return np.sqrt((grid * grid).sum(-1)).astype(np.float32), bin_index(grid, n_bins).astype(np.int16)
+    grid = np.stack(np.meshgrid(*[(o * s).astype(np.float32) for o, s in zip(offsets, voxel_size_nm)], indexing="ij"), axis=-1)
+    return np.sqrt((grid * grid).sum(-1)), bin_index(grid, n_bins).astype(np.int16)
 
 
 @lru_cache(maxsize=8)
@@ -217,21 +218,31 @@ def rasterize_stars(box: Box, nodes_vx: np.ndarray, planes: np.ndarray, reach_nm
         node_box = Box(centre[k] - h, centre[k] + h + 1).intersect(box)
         if node_box.empty():
             continue
-        rel = [np.arange(a, b, dtype=np.float64) - c for a, b, c in zip(node_box.start, node_box.stop, centre[k])]
         if reach_q[k] <= TEMPLATE_MAX_NM:
             dist, bins = _template(float(reach_q[k]), vs, n_bins)
             t = node_box.slices(relative_to=centre[k] - h)
-            d, b = dist[t], bins[t]
-        else:
+            _claim(out, best, node_box, start, centre[k], dist[t], bins[t], planes[k], labels[k], vs)
+            continue
+        # a large region (a soma): computed on the spot, in slabs along x to bound the memory
+        plane_size = node_box.shape[1] * node_box.shape[2]
+        step = max(1, SLAB_VOXELS // max(plane_size, 1))
+        for x0 in range(node_box.start[0], node_box.stop[0], step):
+            slab = Box((x0, node_box.start[1], node_box.start[2]), (min(x0 + step, node_box.stop[0]),) + node_box.stop[1:])
+            rel = [np.arange(a, b, dtype=np.float64) - c for a, b, c in zip(slab.start, slab.stop, centre[k])]
             d, b = _distances_and_bins(rel, vs, n_bins)
-        ox, oy, oz = (r.astype(np.float32) * np.float32(s) for r, s in zip(rel, vs))
-        p = planes[k]
-        inside = (ox[:, None, None] * p[:, 0][b] + oy[None, :, None] * p[:, 1][b] + oz[None, None, :] * p[:, 2][b]) <= p[:, 3][b]
-        o = node_box.slices(relative_to=start)
-        claim = inside & (d < best[o])
-        best[o][claim] = d[claim]
-        out[o][claim] = labels[k]
+            _claim(out, best, slab, start, centre[k], d, b, planes[k], labels[k], vs)
     return out
+
+
+def _claim(out, best, sub: Box, start, centre, dist, bins, planes, label, vs) -> None:
+    """Label the voxels of `sub` inside one node's region that are nearer to it than to any node so far."""
+    ox, oy, oz = ((np.arange(a, b) - c).astype(np.float32) * np.float32(v) for a, b, c, v in zip(sub.start, sub.stop, centre, vs))
+    inside = (ox[:, None, None] * planes[:, 0][bins] + oy[None, :, None] * planes[:, 1][bins]
+              + oz[None, None, :] * planes[:, 2][bins]) <= planes[:, 3][bins]
+    o = sub.slices(relative_to=start)
+    claim = inside & (dist < best[o])
+    best[o][claim] = dist[claim]
+    out[o][claim] = label
 
 
 # ---------------------------------------------------------------- growth up to the membranes

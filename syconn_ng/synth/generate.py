@@ -8,12 +8,14 @@ chunks can run in a process pool.
 from __future__ import annotations
 
 import json
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from syconn_ng.box import Box
+from syconn_ng.errors import InputError
 from syconn_ng.layers import DEFAULT_CHUNK_SIZE, atomic_write_text, create_layer, open_layer, write_box
 from syconn_ng.synth.em import HALO_VX, finish, render_clean
 from syconn_ng.synth.raster import rasterise, sj_areas_um2
@@ -45,7 +47,7 @@ def generate_tissue(out, *, shape=(256, 256, 128), voxel_size_nm=(10.0, 10.0, 20
     written to ``out/truth/stats.json``).
     """
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _prepare(out)
     tissue = build_tissue(shape, voxel_size_nm, seed, n_cells=n_cells, synapses_per_um3=synapses_per_um3,
                           artefacts=artefacts)
     tissue = demote_synapses(tissue, sj_areas_um2(tissue) < MIN_SYNAPSE_AREA_UM2)
@@ -74,6 +76,16 @@ def generate_tissue(out, *, shape=(256, 256, 128), voxel_size_nm=(10.0, 10.0, 20
     atomic_write_text(out / "truth" / "stats.json", json.dumps(stats, indent=2) + "\n")
     write_analysis_config(out, voxel_size_nm, chunk_size)
     return stats
+
+
+def _prepare(out: Path) -> None:
+    """Create `out`, or clear a previous synthetic tissue there; refuse any other non-empty folder."""
+    if out.exists() and any(out.iterdir()):
+        if not (out / "truth" / "stats.json").exists():
+            raise InputError(out, "exists and is not empty (nor a synthetic tissue to replace): choose a new folder")
+        for name in ("raw", "truth", "skeletons", "skeletons_labelled"):
+            shutil.rmtree(out / name, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
 
 
 def generate_chunk(tissue: Tissue, out: str, box: Box, noise: float) -> ChunkCounts:

@@ -62,7 +62,7 @@ CELL_TYPE_SPECS: dict[str, CellTypeSpec] = {
         weight=0.12, soma_radius_nm=(1300, 1600), n_dendrites=(3, 5), dendrite_radius_nm=(420, 600),
         dendrite_min_radius_nm=300, dendrite_branch_per_um=0.08, spine_interval_nm=None,
         axon_radius_nm=(90, 130), axon_branch_per_um=0.02, varicosity_interval_nm=(1500, 3000),
-        varicosity_radius_nm=(200, 300), mito_fraction=0.26, mito_length_nm=(700, 2000),
+        varicosity_radius_nm=(200, 300), mito_fraction=0.20, mito_length_nm=(700, 2000),
         synapse_type="symmetric", post_preference=(1.0, 0.0, 0.3), tortuosity_deg=16,
     ),
     "INT": CellTypeSpec(
@@ -105,15 +105,13 @@ class Morphology:
     node_comp: list[int] = field(default_factory=list)
     node_cell: list[int] = field(default_factory=list)
     node_parent: list[int] = field(default_factory=list)
-    node_key: list[bool] = field(default_factory=list)  # always kept by the tracer (ends, boutons, spines)
 
-    def add_node(self, pos, radius, comp, cell, parent, key=False) -> int:
+    def add_node(self, pos, radius, comp, cell, parent) -> int:
         self.node_pos.append(np.asarray(pos, dtype=np.float64))
         self.node_radius.append(float(radius))
         self.node_comp.append(int(comp))
         self.node_cell.append(int(cell))
         self.node_parent.append(int(parent))
-        self.node_key.append(bool(key))
         return len(self.node_pos) - 1
 
 
@@ -168,8 +166,9 @@ class CapsuleIndex:
         """(P,) how far spheres of `radius` at `points` (P, 3) reach into other capsules, as a
         fraction of the smaller of the two radii (0: no overlap; ~1: the thinner one is cut)."""
         pts = np.atleast_2d(points)
-        reach = float(radius) + 700.0
-        idx = self.near(pts.min(0) - reach, pts.max(0) + reach)
+        # capsules are registered over their bounding box grown by their own radius, so only
+        # the cells the spheres themselves reach need looking at
+        idx = self.near(pts.min(0) - radius, pts.max(0) + radius)
         if len(idx):
             keep = ~np.isin(idx, np.fromiter(exclude, dtype=np.int64)) if exclude else np.ones(len(idx), bool)
             if len(exclude_cells):
@@ -198,16 +197,18 @@ def random_unit(rng, n=None):
 
 
 def perturb(direction, angle_rad, rng):
-    """`direction` turned by `angle_rad` towards a random perpendicular."""
+    """`direction` turned by `angle_rad` (scalar or (K,)) towards random perpendiculars; (3,) or (K, 3)."""
     d = direction / np.linalg.norm(direction)
-    p = np.cross(d, random_unit(rng))
-    p /= max(np.linalg.norm(p), 1e-9)
-    return np.cos(angle_rad) * d + np.sin(angle_rad) * p
+    angle = np.asarray(angle_rad, dtype=np.float64)
+    p = np.cross(d, random_unit(rng, angle.size))
+    p /= np.maximum(np.linalg.norm(p, axis=-1, keepdims=True), 1e-9)
+    out = np.cos(angle).reshape(-1, 1) * d + np.sin(angle).reshape(-1, 1) * p
+    return out[0] if angle.ndim == 0 else out
 
 
 @dataclass
 class Region:
-    """The volume (nm, [lo, hi)) and the larger box neurites are grown in."""
+    """The volume (nm: its first and last voxel centres, lo and hi) and the larger box neurites grow in."""
 
     lo: np.ndarray
     hi: np.ndarray
@@ -248,17 +249,18 @@ class Grower:
         self.varicosities: list[int] = []  # node indices of boutons en passant
         self.heads = CapsuleIndex()  # spine heads, for excitatory boutons to find
         self.head_taken = np.zeros(0, dtype=bool)
+        self.somata: list[tuple[float, float, float, float]] = []  # centre and radius of every soma
 
     # -- capsules ------------------------------------------------------------------
     def capsule(self, a, b, ra, rb, cell, comp) -> int:
         return self.index.add(np.asarray(a, float), np.asarray(b, float), float(ra), float(rb), cell, comp)
 
     # -- cells ---------------------------------------------------------------------
-    def add_cell(self, cell_id: int, ctype: str, *, soma_inside: bool, axon_only: bool = False) -> int:
+    def add_cell(self, cell_id: int, ctype: str, *, soma_inside: bool, thin_only: bool = False) -> int:
         """Grow one cell of type `ctype`; returns its index (-1: no room for its soma).
 
-        Somata lie in or outside the volume; `axon_only` grows only the axon of a cell whose soma
-        is outside (thin neurites that still fit into a dense neuropil).
+        Somata lie in or outside the volume; `thin_only` grows a single thin neurite (axon or
+        distal dendrite) of a cell whose soma is outside: what still fits into a dense neuropil.
         """
         rng, reg, spec = self.rng, self.region, CELL_TYPE_SPECS[ctype]
         ci = len(self.m.cells)
@@ -278,9 +280,10 @@ class Grower:
             self.m.cells.pop()
             return -1
         cell.soma_centre_nm, cell.soma_radius_nm = centre, R
+        self.somata.append((*centre, R))
         cell.nucleus_radius_nm = 0.55 * R
         cell.nucleus_centre_nm = centre + random_unit(rng) * 0.12 * R
-        soma_node = self.m.add_node(centre, R, SOMA, ci, -1, key=True)
+        soma_node = self.m.add_node(centre, R, SOMA, ci, -1)
         n_dend = rng.integers(spec.n_dendrites[0], spec.n_dendrites[1] + 1)
         if soma_inside:
             soma_seg = self.capsule(centre, centre, R, R, ci, SOMA)
@@ -289,9 +292,14 @@ class Grower:
                 comp = AXON if k == n_dend else DENDRITE
                 r0 = rng.uniform(*(spec.axon_radius_nm if comp == AXON else spec.dendrite_radius_nm))
                 self._grow_from_soma(ci, soma_node, soma_seg, centre, R, d, r0, comp, spec)
+        elif thin_only:  # one thin neurite: an axon or a distal dendrite
+            if rng.random() < 0.3:
+                self._grow_passing(ci, AXON, spec, rng.uniform(*spec.axon_radius_nm), start=(soma_node, centre, R))
+            else:
+                self._grow_passing(ci, DENDRITE, spec, spec.dendrite_min_radius_nm, start=(soma_node, centre, R))
         else:  # only the neurites that reach the volume are grown (the rest is never seen)
-            n_in = 0 if axon_only else int(rng.integers(1, 3))
-            for k in range(n_in + int(axon_only or rng.random() < 0.6)):
+            n_in = int(rng.integers(1, 4))
+            for k in range(n_in + int(rng.random() < 0.4)):
                 comp = AXON if k == n_in else DENDRITE
                 r0 = rng.uniform(*(spec.axon_radius_nm if comp == AXON else spec.dendrite_radius_nm))
                 if comp == DENDRITE:
@@ -308,8 +316,8 @@ class Grower:
             outside_by = np.max(np.maximum(reg.lo - c, c - reg.hi))
             if min_margin is not None and outside_by < min_margin:
                 continue
-            if any(o.soma_centre_nm is not None and np.linalg.norm(o.soma_centre_nm - c) < R + o.soma_radius_nm + 200
-                   for o in self.m.cells):
+            if len(self.somata) and np.any(np.linalg.norm(np.asarray(self.somata)[:, :3] - c, axis=1)
+                                           < R + np.asarray(self.somata)[:, 3] + 200):
                 continue
             if outside_by > R + 300 or self.index.overlap(c, R)[0] < 0.3:
                 return c
@@ -368,7 +376,7 @@ class Grower:
                     bead, r_node = False, r
                     k, depth = self._best_step(pos, direction, cand, r_node, recent)
                 if depth > 0.9:  # squeeze through: look round more widely
-                    cand = np.array([perturb(direction, np.deg2rad(rng.uniform(0, 110)), rng) for _ in range(16)])
+                    cand = perturb(direction, np.deg2rad(rng.uniform(0, 110, 16)), rng)
                     k, depth = self._best_step(pos, direction, cand, r_node, recent)
                 if depth > 0.9:
                     break  # no room: the neurite ends here
@@ -400,7 +408,6 @@ class Grower:
                     if comp == DENDRITE:
                         r = max(r_min, r * 0.9)
                     stack.append((node, pos, child_dir, child_r, list(recent), path))
-            self.m.node_key[node] = True  # a neurite end
 
     def _step_onto_spine(self, pos, direction, cand, r_node, recent, ci):
         """A step (index, overlap) whose bouton of radius `r_node` would touch a free spine head
@@ -433,14 +440,14 @@ class Grower:
         return k, float(depth[k])
 
     def _candidates(self, direction, tortuosity_deg):
-        """8 directions: straight on plus turns of up to ~`tortuosity_deg`, and 6 wider escapes."""
+        """14 unit directions: straight on, 7 turns of up to `tortuosity_deg`, 6 wider escapes."""
         rng = self.rng
-        out = [perturb(direction, np.deg2rad(abs(rng.normal(0, tortuosity_deg * 0.5))), rng)]
-        for _ in range(7):
-            out.append(perturb(direction, np.deg2rad(rng.uniform(0, tortuosity_deg)), rng))
-        for _ in range(6):
-            out.append(perturb(direction, np.deg2rad(rng.uniform(tortuosity_deg, 70)), rng))
-        c = np.array(out)
+        angles = np.concatenate([
+            [abs(rng.normal(0, tortuosity_deg * 0.5))],
+            rng.uniform(0, tortuosity_deg, 7),
+            rng.uniform(tortuosity_deg, 70, 6),
+        ])
+        c = perturb(direction, np.deg2rad(angles), rng)
         return c / np.linalg.norm(c, axis=1, keepdims=True)
 
     # -- spines ----------------------------------------------------------------------
@@ -469,7 +476,7 @@ class Grower:
         if depth > 0.45:
             return False
         neck_node = m.add_node(base + (neck_b - base) * 0.75, r_neck, SPINE_NECK, ci, base_node)
-        m.add_node(head, r_head, SPINE_HEAD, ci, neck_node, key=True)
+        m.add_node(head, r_head, SPINE_HEAD, ci, neck_node)
         self.capsule(base, neck_b, r_neck, r_neck, ci, SPINE_NECK)
         self.capsule(head, head, r_head, r_head, ci, SPINE_HEAD)
         self.heads.add(head, head, r_head, r_head, ci, SPINE_HEAD)

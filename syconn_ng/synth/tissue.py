@@ -70,7 +70,6 @@ class Tissue:
     node_comp: np.ndarray
     node_cell: np.ndarray
     node_parent: np.ndarray
-    node_key: np.ndarray
     missing_sections: list[int]
     shifted_sections: list[tuple[int, int, int]]  # (z, dx, dy) in voxels
 
@@ -99,30 +98,30 @@ def build_tissue(shape_vx, voxel_size_nm, seed: int, *, n_cells: int = 0, synaps
     present: list[int] = []  # cell indices with capsules in the volume
     coverage = _Coverage(region)
 
-    def grow(ctype, soma_inside, axon_only=False):
+    def grow(ctype, soma_inside, thin_only=False):
         n0 = g.index.n
-        ci = g.add_cell(int(ids[len(g.m.cells)]), ctype, soma_inside=soma_inside, axon_only=axon_only)
+        ci = g.add_cell(int(ids[len(g.m.cells)]), ctype, soma_inside=soma_inside, thin_only=thin_only)
         if ci >= 0 and _in_volume(g, n0):
             present.append(ci)
         coverage.update(g.index, n0)
 
     for k in range(n_somata):
         grow(("MSN", "GP", "INT")[k % 3], True)
-    # Big things first, small things into the gaps: whole cells until no more fit, then axons
-    # only, of every type (excitatory ones twice as often), until even those find no room.
+    # Big things first, small things into the gaps: whole cells until no more fit, then single
+    # thin neurites (axons, distal dendrites) until even those find no room.
     window = int(40 * scale)
-    for phase_types, axon_only in ((["EA", "MSN", "INT", "GP"], False), (["EA", "MSN", "INT", "GP"], True)):
-        w = np.array([CELL_TYPE_SPECS[t].weight * (2.0 if axon_only and t == "EA" else 1.0) for t in phase_types])
+    for phase_types, thin_only in ((["EA", "MSN", "INT", "GP"], False), (["EA", "MSN", "INT", "GP"], True)):
+        w = np.array([CELL_TYPE_SPECS[t].weight * (0.5 if thin_only and t == "EA" else 1.0) for t in phase_types])
         history: list[float] = []
         for k in range(max(8 * n_cells, int(1000 * scale))):
             history.append(coverage.fraction())
-            if n_cells and len(present) >= (n_cells if axon_only else n_cells // 2):
+            if n_cells and len(present) >= (n_cells if thin_only else n_cells // 2):
                 break
             stalled = len(history) > window and history[-1] - history[-window] < 0.006
             if not n_cells and (history[-1] >= FILL_TARGET or stalled):
                 break
             ctype = phase_types[k] if k < len(phase_types) else phase_types[rng.choice(len(w), p=w / w.sum())]
-            grow(ctype, False, axon_only=axon_only)
+            grow(ctype, False, thin_only=thin_only)
     synapses, clouds, contacts, boutons = place_synapses_and_contacts(
         g, rng, n_synapses=round(synapses_per_um3 * vol_um3), touch_nm=2 * FILL_NM - 25.0)
     mitos = place_mitochondria(g, rng, boutons)
@@ -223,7 +222,7 @@ def _freeze(g, shape_vx, voxel_size_nm, seed, synapses, clouds, contacts, mitos,
         contact_comp_b=np.array([c.comp_b for c in contacts], dtype=np.int64),
         node_pos_nm=f(m.node_pos), node_radius_nm=f(m.node_radius, (0,)),
         node_comp=np.asarray(m.node_comp, dtype=np.int8), node_cell=np.asarray(m.node_cell, dtype=np.int64),
-        node_parent=np.asarray(m.node_parent, dtype=np.int64), node_key=np.asarray(m.node_key, dtype=bool),
+        node_parent=np.asarray(m.node_parent, dtype=np.int64),
         missing_sections=missing, shifted_sections=shifted,
     )
 

@@ -18,6 +18,7 @@ from syconn_ng.synth.tissue import Tissue
 
 MISSED_BRANCH_P = 0.12  # chance a tracer overlooks a terminal branch shorter than 1 µm
 MISSED_BRANCH_NM = 1000.0
+SOMA_EXTRA_NODES = 8  # nodes a tracer scatters over a soma besides its centre (those inside the volume)
 
 
 @dataclass
@@ -90,6 +91,10 @@ def trace_cell(tissue: Tissue, ci: int, rng: np.random.Generator, first_id: int)
             visible = face + (face - pos[k]) / max(np.linalg.norm(face - pos[k]), 1e-9) * 0.2 * soma_r
             if np.linalg.norm(visible - pos[k]) < 0.8 * soma_r:
                 traced_id[k] = emit(visible, soma_r, SOMA, 0)
+        if comp[k] == SOMA and traced_id[k]:  # tracers mark a soma with a few nodes across it
+            for _ in range(SOMA_EXTRA_NODES):
+                u = rng.normal(size=3)
+                emit(pos[k] + u / np.linalg.norm(u) * rng.uniform(0.25, 0.65) * soma_r, soma_r, SOMA, traced_id[k])
     return out
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from syconn_ng.layers import atomic_write_text
-from syconn_ng.synth.geometry import COMPARTMENTS
+from syconn_ng.synth.geometry import CELL_TYPES, COMPARTMENTS
 from syconn_ng.synth.raster import SJ_HALF_THICKNESS_NM, Fields
 from syconn_ng.synth.tissue import Tissue
 
@@ -152,7 +152,7 @@ def write_tables(tissue: Tissue, counts: ChunkCounts, traced: dict[int, list], t
         "volume_um3": round(vol_um3, 3),
         "cells": int(present.sum()),
         "cells_traced": len(traced),
-        "cells_by_type": {t: int(sum(1 for c in np.flatnonzero(present) if types[c] == t)) for t in ("EA", "MSN", "GP", "INT")},
+        "cells_by_type": {t: int(sum(1 for c in np.flatnonzero(present) if types[c] == t)) for t in CELL_TYPES},
         "somata_in_volume": int(sum(_soma_in_volume(tissue, c) for c in np.flatnonzero(present))),
         "synapses": len(syn_rows),
         "synapses_by_type": {t: sum(1 for r in syn_rows if r[7] == t) for t in ("asymmetric", "symmetric")},
