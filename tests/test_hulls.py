@@ -17,7 +17,7 @@ import pytest
 from hulls_data import VOXEL_SIZE_NM, chain_skeleton, read_layer, reader, synth_analysis, tube_analysis, tube_barrier
 from syconn_ng.box import Box
 from syconn_ng.engine import LocalExecutor, run_stage
-from syconn_ng.errors import InputError, StageError
+from syconn_ng.errors import InputError
 from syconn_ng.hulls.raycast import RayParams, cast_rays, cell_hull, interpolate_skeleton, median_per_group
 from syconn_ng.hulls.skeletons import load_skeletons
 from syconn_ng.hulls.voxelize import bin_centres, bin_index, grow_labels, node_planes, rasterize_stars

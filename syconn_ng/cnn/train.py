@@ -230,7 +230,7 @@ class TrainSettings:
     threads: int = 0  # torch CPU threads; 0 = torch's default
     max_minutes: float = 0.0  # stop after this long (0 = no limit)
     output_crop: list[int] = field(default_factory=lambda: [8, 8, 2])
-    inference_patch: list[int] = field(default_factory=lambda: [160, 160, 48])
+    inference_patch: list[int] = field(default_factory=lambda: [208, 208, 56])
     voxel_size_nm: list[float] = field(default_factory=lambda: [10.0, 10.0, 20.0])
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import shutil
 from pathlib import Path
 
@@ -35,7 +34,6 @@ from syconn_ng.hulls.voxelize import grow_labels, node_planes, rasterize_stars, 
 from syconn_ng.layers import (atomic_write_bytes, atomic_write_text, create_layer, layer_box, local_dir, open_layer, read_box,
                              remove_temp_files, write_box)
 
-log = logging.getLogger("syconn_ng.hulls")
 
 NODE_COLUMNS = ("cell", "node", "x", "y", "z", "radius_nm")
 

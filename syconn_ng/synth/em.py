@@ -134,8 +134,9 @@ def finish(tissue: Tissue, clean: np.ndarray, box: Box, inner: Box, *, noise: fl
     grain = white_noise(inner.grow((3, 3, 0)), tissue.seed, 42)  # 3 = the filter's reach
     grain = gaussian_filter(grain, (0.7, 0.7, 0), mode="nearest", truncate=4.0)[3:-3, 3:-3, :]
     img += noise * (12.0 * white_noise(inner, tissue.seed, 41) + 20.0 * grain)
-    for z in tissue.missing_sections:
+    for z in tissue.missing_sections:  # nearly black, with faint noise
         k = z - inner.start[2]
         if 0 <= k < img.shape[2]:
-            img[:, :, k] = 25 + noise * 8 * white_noise(Box((inner.start[0], inner.start[1], z), (inner.stop[0], inner.stop[1], z + 1)), tissue.seed, 43)[:, :, 0]
+            section = Box((inner.start[0], inner.start[1], z), (inner.stop[0], inner.stop[1], z + 1))
+            img[:, :, k] = 25 + noise * 8 * white_noise(section, tissue.seed, 43)[:, :, 0]
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)

@@ -3,8 +3,8 @@
 Only the capsules whose bounding boxes reach a box are visited, each on its own small
 sub-box, so the cost of a chunk grows with its content. Ownership: a voxel belongs to the
 cell whose surface it lies deepest inside (signed distance to the capsule surface, i.e. the
-nearest centre line once radii are accounted for), ties broken by cell index; cells reach
-`fill_nm` beyond their capsules into free space. Membranes are the voxels within
+nearest centre line once radii are accounted for; ties go to the capsule listed first);
+cells reach `fill_nm` beyond their capsules into free space. Membranes are the voxels within
 `MEMBRANE_NM` of a cell's boundary, so neighbouring cells are always separated by a barrier.
 """
 

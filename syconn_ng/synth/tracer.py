@@ -86,16 +86,28 @@ def trace_cell(tissue: Tissue, ci: int, rng: np.random.Generator, first_id: int)
         skip = (p >= 0 and len(children[k]) == 1 and comp[k] not in (SPINE_HEAD, SPINE_NECK, SOMA)
                 and rng.random() < 0.15)
         traced_id[k] = parent_id if skip else emit(pos[k], rad[k], comp[k], parent_id)
-        if comp[k] == SOMA and not traced_id[k]:  # a soma cut by the volume's face: trace its visible part
-            face = np.clip(pos[k], 0, (shape - 1) * vs)
-            visible = face + (face - pos[k]) / max(np.linalg.norm(face - pos[k]), 1e-9) * 0.2 * soma_r
-            if np.linalg.norm(visible - pos[k]) < 0.8 * soma_r:
-                traced_id[k] = emit(visible, soma_r, SOMA, 0)
-        if comp[k] == SOMA and traced_id[k]:  # tracers mark a soma with a few nodes across it
-            for _ in range(SOMA_EXTRA_NODES):
-                u = rng.normal(size=3)
-                emit(pos[k] + u / np.linalg.norm(u) * rng.uniform(0.25, 0.65) * soma_r, soma_r, SOMA, traced_id[k])
+        if comp[k] == SOMA:
+            _trace_soma(k, pos[k], soma_r, shape * vs - vs, traced_id, emit, rng)
     return out
+
+
+def _trace_soma(k, centre, radius, hi_nm, traced_id, emit, rng):
+    """A soma's node at its visible part when the volume's face cuts it, and a few more nodes
+    scattered over it, as tracers mark a soma (only those inside the soma and the volume)."""
+    base = centre
+    if not traced_id[k]:
+        face = np.clip(centre, 0, hi_nm)
+        base = face + (face - centre) / max(np.linalg.norm(face - centre), 1e-9) * 0.2 * radius
+        if np.linalg.norm(base - centre) >= 0.8 * radius:
+            return
+        traced_id[k] = emit(base, radius, SOMA, 0)
+        if not traced_id[k]:
+            return
+    for _ in range(SOMA_EXTRA_NODES):
+        u = rng.normal(size=3)
+        p = base + u / np.linalg.norm(u) * rng.uniform(0.2, 0.5) * radius
+        if np.linalg.norm(p - centre) < 0.8 * radius:
+            emit(p, radius, SOMA, traced_id[k])
 
 
 def _along_edge(f, length, r_parent, r_child, c_parent, c_child):
