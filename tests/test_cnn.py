@@ -341,13 +341,13 @@ def test_labelled_stacks_read_from_image_slices_hdf5_and_precomputed_agree(tmp_p
     from syconn_ng.cnn.train import load_labelled
     from syconn_ng.layers import create_layer, write_box
 
-    raw = textured_volume((40, 30, 5), seed=2)
+    raw = textured_volume((40, 30, 12), seed=2)
     labels = raw > 120
     (tmp_path / "raw").mkdir()
     (tmp_path / "lab").mkdir()
     for z in range(raw.shape[2]):
-        Image.fromarray(raw[:, :, z].T).save(tmp_path / "raw" / f"{z:02d}.tif")
-        Image.fromarray((labels[:, :, z].T * 255).astype(np.uint8)).save(tmp_path / "lab" / f"{z:02d}.png")
+        Image.fromarray(raw[:, :, z].T).save(tmp_path / "raw" / f"{z}.tif")  # 2.tif comes before 10.tif
+        Image.fromarray((labels[:, :, z].T * 255).astype(np.uint8)).save(tmp_path / "lab" / f"{z}.png")
     with h5py.File(tmp_path / "cube.h5", "w") as f:
         f["raw"] = raw.transpose(2, 1, 0)
         f["mem"] = labels.transpose(2, 1, 0).astype(np.uint8)

@@ -31,6 +31,9 @@ def extract_objects(prob: np.ndarray, *, threshold: float, min_voxels: int, conn
 def score_organelles(prob: np.ndarray, truth_objects: dict, objects_config, *, min_iou: float = 0.5) -> dict:
     """Per organelle (sj, vc, mi): object scores (matched at IoU >= `min_iou`) and voxel scores.
 
+    Truth objects smaller than the stage's `min_voxels_<kind>` are left out of the object scores
+    (the stage drops such objects by design, e.g. slivers cut by the volume border).
+
     prob: (X, Y, Z, 3) uint8; truth_objects: kind → (X, Y, Z) integer labels; objects_config: the
     `[objects]` section (thresholds, minimum sizes, connectivity).
     """
@@ -41,7 +44,9 @@ def score_organelles(prob: np.ndarray, truth_objects: dict, objects_config, *, m
         thr = getattr(objects_config, f"threshold_{kind}")
         labels = extract_objects(prob[..., c], threshold=thr, min_voxels=getattr(objects_config, f"min_voxels_{kind}"),
                                  connectivity=objects_config.connectivity)
-        truth = np.asarray(truth_objects[kind])
+        truth = np.asarray(truth_objects[kind]).copy()
+        ids, sizes = np.unique(truth[truth > 0], return_counts=True)
+        truth[np.isin(truth, ids[sizes < getattr(objects_config, f"min_voxels_{kind}")])] = 0  # below the stage's size filter by design
         out[kind] = {"object": object_scores(labels, truth, min_iou=min_iou),
                      "voxel": voxel_scores(prob[..., c] > threshold_u8(thr), truth > 0)}
     return out

@@ -64,7 +64,7 @@ def read_stack(path) -> np.ndarray:
         vol = open_layer(s)
         return np.ascontiguousarray(read_box(vol, layer_box(vol))[..., 0])
     if p.is_dir():
-        files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
         if not files:
             raise InputError(p, "no .tif/.tiff/.png slices in this folder")
         return np.stack([_read_image(f) for f in files], axis=2)
@@ -74,6 +74,13 @@ def read_stack(path) -> np.ndarray:
         arr = tifffile.imread(p)
         return arr.T if arr.ndim == 2 else arr.transpose(2, 1, 0)[:, :, :]
     raise InputError(p, "expected a folder of image slices, a TIFF file, FILE.h5:DATASET or a precomputed layer")
+
+
+def _natural_key(path: Path) -> list:
+    """Sort key that orders ``2.png`` before ``10.png``."""
+    import re
+
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", path.name)]
 
 
 def _read_image(path: Path) -> np.ndarray:

@@ -273,7 +273,8 @@ class Grower:
         R = rng.uniform(*spec.soma_radius_nm)
         if soma_inside:  # in small volumes the soma sits at a face, so it does not fill the volume
             at_face = min(size) < 3 * R
-            centre = self._free_soma_position(R, reg.lo - 0.8 * R, reg.hi + 0.8 * R, min_margin=0.25 * R if at_face else None)
+            centre = self._free_soma_position(R, reg.lo - 0.6 * R, reg.hi + 0.6 * R, min_margin=0.25 * R if at_face else None,
+                                              max_margin=0.55 * R)
         else:  # far away: the cell only sends neurites into the volume
             centre = self._free_soma_position(R, reg.lo - 12_000.0, reg.hi + 12_000.0, min_margin=R + 300.0)
         if centre is None:
@@ -307,17 +308,17 @@ class Grower:
                 self._grow_passing(ci, comp, spec, r0, start=(soma_node, centre, R))
         return ci
 
-    def _free_soma_position(self, R, lo, hi, *, min_margin):
-        """A soma centre in [lo, hi] that overlaps no other soma or neurite, at least `min_margin`
-        outside the volume (None: anywhere), or None after a few tries."""
+    def _free_soma_position(self, R, lo, hi, *, min_margin, max_margin=np.inf):
+        """A soma centre in [lo, hi], between `min_margin` and `max_margin` (nm) outside the volume
+        (None: anywhere), overlapping no other soma or neurite; None after a few tries."""
         reg = self.region
+        somata = np.asarray(self.somata).reshape(-1, 4)
         for _ in range(60):
             c = self.rng.uniform(lo, hi)
-            outside_by = np.max(np.maximum(reg.lo - c, c - reg.hi))
-            if min_margin is not None and outside_by < min_margin:
+            outside_by = float(np.linalg.norm(c - np.clip(c, reg.lo, reg.hi)))
+            if min_margin is not None and not (min_margin <= outside_by <= max_margin):
                 continue
-            if len(self.somata) and np.any(np.linalg.norm(np.asarray(self.somata)[:, :3] - c, axis=1)
-                                           < R + np.asarray(self.somata)[:, 3] + 200):
+            if np.any(np.linalg.norm(somata[:, :3] - c, axis=1) < R + somata[:, 3] + 200):
                 continue
             if outside_by > R + 300 or self.index.overlap(c, R)[0] < 0.3:
                 return c

@@ -17,7 +17,7 @@ import numpy as np
 from syconn_ng.box import Box
 from syconn_ng.synth.tissue import Tissue
 
-MEMBRANE_NM = 13.0  # membrane (barrier) thickness on each side of a cell boundary
+MEMBRANE_NM = 15.0  # membrane (barrier) thickness on each side of a cell boundary
 SJ_HALF_THICKNESS_NM = 18.0  # the sj is the cleft ± this much between pre and post
 SJ_SLAB_NM = 90.0  # how far from the planned cleft plane the boundary is searched for the sj
 

@@ -137,9 +137,9 @@ def _artefact_sections(rng, n_z: int):
     missing = [int(v) for v in z[u < 1 / 150]]
     shifted_z = [int(v) for v in z[(u >= 1 / 150) & (u < 1 / 150 + 1 / 80)]]
     if n_z >= 64 and not missing:
-        missing = [int(rng.integers(1, n_z - 1))]
+        missing = [int(rng.choice([v for v in z if v not in shifted_z]))]
     if n_z >= 32 and not shifted_z:
-        shifted_z = [int(v) for v in rng.choice([v for v in z if v not in missing], 1)]
+        shifted_z = [int(rng.choice([v for v in z if v not in missing]))]
     shifts = []
     for v in shifted_z:
         d = rng.integers(2, 7, 2) * rng.choice([-1, 1], 2)
