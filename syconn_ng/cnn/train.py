@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from syconn_ng.box import Box
 from syconn_ng.cnn import TASK_CHANNELS
 from syconn_ng.errors import InputError
 
@@ -174,12 +175,21 @@ class PatchSampler:
                 c = channels[int(self.rng.integers(len(channels)))]
                 centre = np.array(np.unravel_index(self.rng.choice(self.foreground[i][c]), v.raw.shape))
                 start = centre - size // 2 + self.rng.integers(-(size // 4), size // 4 + 1)
+        # patches may reach past the volume by up to a third of their size, mirrored there as inference
+        # does at the volume border; those voxels are context only (masked out of the loss)
+        reach = size // 3
         if start is None:
-            start = self.rng.integers(0, shape - size + 1)
-        start = np.clip(start, 0, shape - size)
-        sl = tuple(slice(int(a), int(a + s)) for a, s in zip(start, size))
-        mask = v.mask[sl] if v.mask is not None else np.ones(self.patch, dtype=bool)
-        return v.raw[sl], v.target[sl], mask
+            start = self.rng.integers(-reach, shape - size + reach + 1)
+        start = np.clip(start, -reach, shape - size + reach)
+        box = Box(start, start + size)
+        inner = box.intersect(Box.from_shape(shape))
+        pad = [(i0 - b0, b1 - i1) for b0, b1, i0, i1 in zip(box.start, box.stop, inner.start, inner.stop)]
+        sl = inner.slices()
+        mask = v.mask[sl] if v.mask is not None else np.ones(inner.shape, dtype=bool)
+        if not any(a or b for a, b in pad):
+            return v.raw[sl], v.target[sl], mask
+        return (np.pad(v.raw[sl], pad, mode="reflect"), np.pad(v.target[sl], pad + [(0, 0)], mode="reflect"),
+                np.pad(mask, pad, mode="constant"))
 
 
 def _pad_to(v: LabelledVolume, patch) -> LabelledVolume:
