@@ -2,7 +2,7 @@
 
 Output tiles lie on one global grid (origin = the volume start, last tile flush with the
 volume end), and each tile's input is the tile grown by the model's output crop, read from
-the volume and mirrored where it leaves the volume. A voxel's probability is the
+the volume and filled with the mean intensity where it leaves the volume. A voxel's probability is the
 window-weighted mean over the tiles that cover it, so it does not depend on which box
 (whole volume or one chunk task) asked for it: no seams at patch or chunk borders.
 """
@@ -56,16 +56,19 @@ def blend_window(tile, overlap) -> np.ndarray:
     return (profiles[0][:, None, None] * profiles[1][None, :, None] * profiles[2][None, None, :]).astype(np.float32)
 
 
-def padded_input(read: Callable[[Box], np.ndarray], box: Box, bounds: Box) -> np.ndarray:
-    """(X, Y, Z) of `box`: the part inside `bounds` from `read`, mirrored outwards where `box` leaves `bounds`."""
+def padded_input(read: Callable[[Box], np.ndarray], box: Box, bounds: Box, *, fill: float) -> np.ndarray:
+    """(X, Y, Z) of `box`: the part inside `bounds` from `read`, the constant `fill` where `box` leaves `bounds`.
+
+    A flat fill (the training data's mean intensity, as in training) rather than a mirror: a
+    membrane lying along the border would be mirrored into a dark band that looks like an organelle.
+    """
     inner = box.intersect(bounds)
     if inner.empty():
         raise ValueError(f"{box} does not meet the volume {bounds}")
     arr = read(inner)
     pad = [(i0 - b0, b1 - i1) for b0, b1, i0, i1 in zip(box.start, box.stop, inner.start, inner.stop)]
     if any(p for pair in pad for p in pair):
-        mode = "reflect" if min(arr.shape) > 1 else "edge"  # reflect needs 2+ voxels on an axis
-        arr = np.pad(arr, pad, mode=mode)
+        arr = np.pad(arr.astype(np.float32) if arr.dtype != np.uint8 else arr, pad, mode="constant", constant_values=fill)
     return arr
 
 
@@ -155,7 +158,8 @@ class Predictor:
         acc, weight = None, np.zeros(box.shape, dtype=np.float32)
         for i in range(0, len(tiles), self.batch_size):
             batch = tiles[i: i + self.batch_size]
-            patches = np.stack([padded_input(read, t.grow(self.crop), bounds) for t in batch])
+            fill = np.clip(np.rint(self.mean * 255), 0, 255)
+            patches = np.stack([padded_input(read, t.grow(self.crop), bounds, fill=fill) for t in batch])
             probs = self.predict_patches(patches)
             if acc is None:
                 acc = np.zeros((probs.shape[1],) + box.shape, dtype=np.float32)

@@ -144,8 +144,10 @@ def synthetic_volumes(workdir, seeds, *, shape, synapses_per_um3: float = 1.0) -
 class PatchSampler:
     """Random training patches; a share `foreground_fraction` is centred on a foreground voxel of a random channel."""
 
-    def __init__(self, volumes: list[LabelledVolume], patch_size, rng: np.random.Generator, *, foreground_fraction: float = 0.5):
+    def __init__(self, volumes: list[LabelledVolume], patch_size, rng: np.random.Generator, *, foreground_fraction: float = 0.5,
+                 fill: int = 128):
         self.patch = tuple(int(v) for v in patch_size)
+        self.fill = fill  # raw value outside the volume
         self.volumes = [_pad_to(v, self.patch) for v in volumes]
         self.rng = rng
         self.foreground_fraction = foreground_fraction
@@ -175,8 +177,8 @@ class PatchSampler:
                 c = channels[int(self.rng.integers(len(channels)))]
                 centre = np.array(np.unravel_index(self.rng.choice(self.foreground[i][c]), v.raw.shape))
                 start = centre - size // 2 + self.rng.integers(-(size // 4), size // 4 + 1)
-        # patches may reach past the volume by up to a third of their size, mirrored there as inference
-        # does at the volume border; those voxels are context only (masked out of the loss)
+        # patches may reach past the volume by up to a third of their size, filled there with the mean
+        # intensity as inference does at the volume border; those voxels are context only (masked out)
         reach = size // 3
         if start is None:
             start = self.rng.integers(-reach, shape - size + reach + 1)
@@ -188,8 +190,8 @@ class PatchSampler:
         mask = v.mask[sl] if v.mask is not None else np.ones(inner.shape, dtype=bool)
         if not any(a or b for a, b in pad):
             return v.raw[sl], v.target[sl], mask
-        return (np.pad(v.raw[sl], pad, mode="reflect"), np.pad(v.target[sl], pad + [(0, 0)], mode="reflect"),
-                np.pad(mask, pad, mode="constant"))
+        return (np.pad(v.raw[sl], pad, mode="constant", constant_values=self.fill), np.pad(v.target[sl], pad + [(0, 0)]),
+                np.pad(mask, pad))
 
 
 def _pad_to(v: LabelledVolume, patch) -> LabelledVolume:
@@ -232,7 +234,8 @@ class TrainSettings:
     """Hyper-parameters of one training run (all sizes in voxels, x y z)."""
 
     width: int = 16
-    depth: int = 3
+    depth: int = 4
+    max_width: int = 64
     patch_size: list[int] = field(default_factory=lambda: [96, 96, 24])
     batch_size: int = 2
     iterations: int = 400
@@ -297,7 +300,8 @@ def train_model(task: str, train: list[LabelledVolume], val: list[LabelledVolume
         if v.target.shape[3] != len(channels):
             raise InputError(v.name, f"has {v.target.shape[3]} label channel(s), task {task!r} needs {len(channels)} ({', '.join(channels)})")
     s = settings
-    spec = UNetSpec(in_channels=1, out_channels=len(channels), width=s.width, depth=s.depth, voxel_size_nm=tuple(s.voxel_size_nm))
+    spec = UNetSpec(in_channels=1, out_channels=len(channels), width=s.width, depth=s.depth, max_width=s.max_width,
+                    voxel_size_nm=tuple(s.voxel_size_nm))
     if any(p % d for p, d in zip(s.patch_size, spec.divisor)) or any(p % d for p, d in zip(s.inference_patch, spec.divisor)):
         raise InputError(None, f"patch sizes {s.patch_size} and {s.inference_patch} must be multiples of {list(spec.divisor)}")
     old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
@@ -310,8 +314,10 @@ def train_model(task: str, train: list[LabelledVolume], val: list[LabelledVolume
         raws = np.concatenate([v.raw[v.mask] if v.mask is not None else v.raw.ravel() for v in train]).astype(np.float64) / 255.0
         mean, std = float(raws.mean()), float(max(raws.std(), 1e-3))
         del raws
-        sampler = PatchSampler(train, s.patch_size, rng, foreground_fraction=s.foreground_fraction)
-        val_sampler = PatchSampler(val or train, s.patch_size, np.random.default_rng(s.seed + 1), foreground_fraction=s.foreground_fraction)
+        fill = int(np.clip(np.rint(mean * 255), 0, 255))  # what inference puts outside the volume
+        sampler = PatchSampler(train, s.patch_size, rng, foreground_fraction=s.foreground_fraction, fill=fill)
+        val_sampler = PatchSampler(val or train, s.patch_size, np.random.default_rng(s.seed + 1),
+                                   foreground_fraction=s.foreground_fraction, fill=fill)
         val_items = [val_sampler.sample() for _ in range(s.validation_patches)]
         val_batches = [_to_batch([(r.astype(np.float32) / 255, t, m)], mean, std) for r, t, m in val_items]
 
