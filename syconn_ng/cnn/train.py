@@ -98,8 +98,9 @@ def _read_image(path: Path) -> np.ndarray:
     return arr.T
 
 
-def load_labelled(raw, labels, *, name: str = "", mask=None) -> LabelledVolume:
-    """A LabelledVolume from a raw stack and one label stack per output channel (foreground = value > 0).
+def load_labelled(raw, labels, *, name: str = "", mask=None, invert: bool = False) -> LabelledVolume:
+    """A LabelledVolume from a raw stack and one label stack per output channel (foreground = value > 0,
+    or value == 0 with `invert`, e.g. ISBI 2012 where 0 marks membranes).
 
     raw, labels, mask: anything `read_stack` reads. Raw must be uint8 (uint16 is scaled by 1/257).
     """
@@ -108,7 +109,7 @@ def load_labelled(raw, labels, *, name: str = "", mask=None) -> LabelledVolume:
         r = (r // 257).astype(np.uint8)
     if r.dtype != np.uint8:
         raise InputError(str(raw), f"raw EM must be uint8 (or uint16), got {r.dtype}")
-    target = np.stack([read_stack(lab) > 0 for lab in labels], axis=3)
+    target = np.stack([(read_stack(lab) > 0) != invert for lab in labels], axis=3)
     m = None if mask is None else read_stack(mask) > 0
     return LabelledVolume(name or str(raw), r, target, m)
 
@@ -240,6 +241,7 @@ class TrainSettings:
     batch_size: int = 2
     iterations: int = 400
     learning_rate: float = 3e-3
+    dice_weight: float = 1.0  # loss = BCE + dice_weight x soft Dice
     weight_decay: float = 1e-4
     foreground_fraction: float = 0.5
     missing_section_p: float = 0.15
@@ -336,7 +338,7 @@ def train_model(task: str, train: list[LabelledVolume], val: list[LabelledVolume
                 r, t, m = sampler.sample()
                 items.append(augment(r.astype(np.float32) / 255, t, m, rng, missing_section_p=s.missing_section_p))
             x, t, m = _to_batch(items, mean, std)
-            loss = _loss(module(x), t, m)
+            loss = _loss(module(x), t, m, s.dice_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -345,7 +347,7 @@ def train_model(task: str, train: list[LabelledVolume], val: list[LabelledVolume
             bar.update(1)
             timed_out = s.max_minutes > 0 and time.perf_counter() - t0 > 60 * s.max_minutes
             if it % s.validate_every == 0 or it == s.iterations or timed_out:
-                val_loss, val_f1 = _validate(module, val_batches)
+                val_loss, val_f1 = _validate(module, val_batches, s.dice_weight)
                 history["iteration"].append(it)
                 history["train_loss"].append(float(np.mean(running)))
                 history["val_loss"].append(val_loss)
@@ -383,7 +385,7 @@ def train_model(task: str, train: list[LabelledVolume], val: list[LabelledVolume
     return module, info, history
 
 
-def _validate(module, batches) -> tuple[float, list[float]]:
+def _validate(module, batches, dice_weight: float) -> tuple[float, list[float]]:
     """Mean loss and per-channel voxel F1 (at 0.5) over fixed validation patches."""
     import torch
 
@@ -393,7 +395,7 @@ def _validate(module, batches) -> tuple[float, list[float]]:
     with torch.inference_mode():
         for x, t, m in batches:
             logits = module(x)
-            losses.append(float(_loss(logits, t, m)))
+            losses.append(float(_loss(logits, t, m, dice_weight)))
             pred = (logits > 0).float() * m[:, None]
             tgt = t * m[:, None]
             dims = (0, 2, 3, 4)
@@ -448,7 +450,7 @@ class SyntheticRecipe:
 
 RECIPES: dict[str, tuple[SyntheticRecipe, TrainSettings]] = {
     "barrier": (SyntheticRecipe(), TrainSettings(iterations=600, threads=1)),
-    "organelles": (SyntheticRecipe(synapses_per_um3=4.0), TrainSettings(iterations=600, threads=1)),
+    "organelles": (SyntheticRecipe(synapses_per_um3=4.0), TrainSettings(iterations=750, threads=1)),
 }
 
 

@@ -29,6 +29,7 @@ def train():
                                          "Default: the synthetic recipe of the bundled weights.")
 @click.option("--labels", multiple=True, help="Label stack per output channel (barrier: membranes; organelles: sj, vc, mi), foreground > 0.")
 @click.option("--mask", default=None, help="Optional stack: learn only where it is > 0.")
+@click.option("--invert-labels", is_flag=True, help="Foreground is label value 0 (e.g. ISBI 2012 membranes).")
 @click.option("--val-sections", default=None, metavar="Z0:Z1", help="Real data: hold out these sections for validation (default: the last fifth).")
 @click.option("--voxel-size", default=None, metavar="X,Y,Z", help="Voxel size in nm the model is trained at (real data; synthetic: 10,10,20).")
 @click.option("--workdir", type=click.Path(file_okay=False), default="synth_training", show_default=True,
@@ -42,7 +43,7 @@ def train():
 @click.option("--max-minutes", type=float, default=None, help="Stop training after this many minutes.")
 @click.option("--curve", type=click.Path(dir_okay=False), default=None, help="Learning-curve PNG (default: beside --out).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train_cnn(task, out, raw, labels, mask, val_sections, voxel_size, workdir, iterations, patch_size, width, depth, seed, threads,
+def train_cnn(task, out, raw, labels, mask, invert_labels, val_sections, voxel_size, workdir, iterations, patch_size, width, depth, seed, threads,
               max_minutes, curve, quiet):
     """Train the barrier or organelle CNN; without --raw, reproduce the bundled weights from synthetic tissue."""
     import json
@@ -57,14 +58,14 @@ def train_cnn(task, out, raw, labels, mask, val_sections, voxel_size, workdir, i
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     curve = curve or str(Path(out).with_suffix(".png"))
     if raw is None:
-        if labels or mask or val_sections or voxel_size:
-            raise click.UsageError("--labels, --mask, --val-sections and --voxel-size need --raw")
+        if labels or mask or val_sections or voxel_size or invert_labels:
+            raise click.UsageError("--labels, --mask, --invert-labels, --val-sections and --voxel-size need --raw")
         metrics = train_on_synthetic(task, out, workdir=workdir, recipe=recipe, settings=settings, progress=not quiet, curve_png=curve)
         click.echo(json.dumps(metrics, indent=1, default=float))
     else:
         if not labels:
             raise click.UsageError("--raw needs --labels (one per output channel)")
-        vol = load_labelled(raw, list(labels), mask=mask)
+        vol = load_labelled(raw, list(labels), mask=mask, invert=invert_labels)
         z = vol.raw.shape[2]
         if val_sections:
             try:
