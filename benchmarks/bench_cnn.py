@@ -4,7 +4,7 @@ no overlap blending, one patch at a time) against the blended, batched tiling th
 
 The seam column is the mean absolute jump of the output across naive tile borders divided by
 the mean jump elsewhere (1.0 = no visible seam).
-Usage: .venv/bin/python benchmarks/bench_cnn.py [--task barrier] [--shape 192 192 96] [--threads 1]
+Usage: .venv/bin/python benchmarks/bench_cnn.py [--task barrier] [--shape 384 384 96] [--threads 1]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def run(predictor, raw, label: str, tile_x: int) -> dict:
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--task", default="barrier", choices=["barrier", "organelles"])
-    ap.add_argument("--shape", type=int, nargs=3, default=[192, 192, 96])
+    ap.add_argument("--shape", type=int, nargs=3, default=[384, 384, 96])
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (the per-core figure divides by this)")
     args = ap.parse_args()
 
