@@ -14,7 +14,7 @@ import pytest
 
 from organelle_data import read_layer
 from syconn_ng.box import Box
-from syconn_ng.errors import InputError, StageError
+from syconn_ng.errors import InputError
 
 pytestmark = pytest.mark.xdist_group("cnn")
 

@@ -59,7 +59,7 @@ def read_stack(path) -> np.ndarray:
         except (OSError, KeyError) as err:
             raise InputError(file, f"cannot read HDF5 dataset ({err})", element=key) from err
     p = Path(s[len("file://"):] if s.startswith("file://") else s)
-    if "://" in s and not s.startswith("file://") or (p / "info").is_file():
+    if ("://" in s and not s.startswith("file://")) or (p / "info").is_file():
         from syconn_ng.layers import layer_box, open_layer, read_box
 
         vol = open_layer(s)
@@ -73,7 +73,7 @@ def read_stack(path) -> np.ndarray:
         import tifffile
 
         arr = tifffile.imread(p)
-        return arr.T if arr.ndim == 2 else arr.transpose(2, 1, 0)[:, :, :]
+        return arr.T if arr.ndim == 2 else arr.transpose(2, 1, 0)  # pages are sections
     raise InputError(p, "expected a folder of image slices, a TIFF file, FILE.h5:DATASET or a precomputed layer")
 
 
