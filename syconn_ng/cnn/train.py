@@ -450,7 +450,7 @@ class SyntheticRecipe:
 
 RECIPES: dict[str, tuple[SyntheticRecipe, TrainSettings]] = {
     "barrier": (SyntheticRecipe(), TrainSettings(iterations=600, threads=1)),
-    "organelles": (SyntheticRecipe(synapses_per_um3=4.0), TrainSettings(iterations=750, threads=1)),
+    "organelles": (SyntheticRecipe(synapses_per_um3=4.0), TrainSettings(iterations=1500, threads=1)),
 }
 
 
