@@ -37,6 +37,12 @@ class Analysis:
             return to_cloudpath(resolve_path(self.root, override))
         return self.layer_path(name)
 
+    def open_input(self, path: str):
+        """Open a layer a stage reads, with missing chunks read as zeros if `[chunking] missing_chunks` says so."""
+        from syconn_ng.layers import open_layer
+
+        return open_layer(path, fill_missing=self.config.chunking.missing_chunks == "zeros")
+
     @property
     def raw_layer(self) -> str:
         return to_cloudpath(resolve_path(self.root, self.config.dataset.raw))

@@ -79,7 +79,7 @@ class CnnStage:
         return path
 
     def _raw(self, analysis):
-        return open_layer(analysis.raw_layer, fill_missing=analysis.config.chunking.missing_chunks == "zeros")
+        return analysis.open_input(analysis.raw_layer)
 
     def params(self, analysis) -> dict:
         if self._oracle(analysis):

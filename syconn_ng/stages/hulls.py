@@ -252,7 +252,7 @@ class HullsStage:
 
     def _barrier(self, analysis):
         path = analysis.input_layer("barrier")
-        return path, open_layer(path, fill_missing=analysis.config.chunking.missing_chunks == "zeros")
+        return path, analysis.open_input(path)
 
     def _skeleton_files(self, analysis) -> list[Path]:
         return skeleton_files(analysis.config.dataset.skeletons, analysis.root)

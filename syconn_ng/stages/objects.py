@@ -338,7 +338,7 @@ class ObjectsStage:
 
     def _input(self, analysis):
         path = analysis.input_layer("organelles")
-        vol = open_layer(path, fill_missing=analysis.config.chunking.missing_chunks == "zeros")
+        vol = analysis.open_input(path)
         return path, vol
 
     def upstream(self, analysis) -> list[str]:
