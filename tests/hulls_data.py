@@ -86,7 +86,7 @@ def read_layer(path) -> np.ndarray:
 
 
 def synth_analysis(synth_dir, tmp_path_factory) -> Analysis:
-    """The session's synthetic tissue after objects → hulls → mapping with the true barrier and organelles.
+    """A session synthetic tissue after objects → hulls → mapping with the true barrier and organelles.
 
     Built once per test session and shared by the xdist workers (a file lock and a completion
     marker, like the `synth_tissue` fixture); treat it as read-only.
@@ -98,9 +98,9 @@ def synth_analysis(synth_dir, tmp_path_factory) -> Analysis:
 
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    out = root / "hulls_on_synth"
+    out = root / f"hulls_on_{Path(synth_dir).name}"
     done = out / ".complete"
-    with FileLock(str(root / "hulls_on_synth.lock")):
+    with FileLock(str(root / f"hulls_on_{Path(synth_dir).name}.lock")):
         if not done.exists():
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)

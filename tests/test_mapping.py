@@ -101,24 +101,31 @@ def true_object_cells(analysis, synth_tissue, kind: str) -> pd.DataFrame:
     return best.merge(organelles[organelles.kind == kind][["id", "cell"]], left_on="true_id", right_on="id")
 
 
-def test_mi_and_vc_go_to_their_true_cells(synth, synth_tissue):
-    traced = set(pd.read_csv(synth.tables_dir / "nodes.csv").cell)
+def mapping_scores(analysis, tissue) -> pd.DataFrame:
+    """Every true mi and vc object of a traced cell, with the cell the stage assigned (NaN: none)."""
+    traced = set(pd.read_csv(analysis.tables_dir / "nodes.csv").cell)
     scored = []
     for kind in ("mi", "vc"):
-        truth = true_object_cells(synth, synth_tissue, kind)
-        mapping = pd.read_csv(synth.tables_dir / f"mapping_{kind}.csv")
+        truth = true_object_cells(analysis, tissue, kind)
+        mapping = pd.read_csv(analysis.tables_dir / f"mapping_{kind}.csv")
         assert list(mapping.columns) == ["object", "cell", "fraction"]
         assert mapping.object.is_unique  # the best cell only
-        assert (mapping.fraction >= getattr(synth.config.mapping, f"min_fraction_{kind}")).all()
+        assert (mapping.fraction >= getattr(analysis.config.mapping, f"min_fraction_{kind}")).all()
         untraced = truth[~truth.cell.isin(traced)]
         assert not mapping.object.isin(untraced.object).any()  # no untraced cell's organelle goes to a traced cell
         mine = truth[truth.cell.isin(traced)].merge(mapping.rename(columns={"cell": "assigned"}), on="object", how="left")
         scored.append(mine.assign(kind=kind, correct=mine.assigned == mine.cell))
-    scored = pd.concat(scored)
+    return pd.concat(scored)
+
+
+def test_mi_and_vc_go_to_their_true_cells(synth, synth_tissue, dense_tissue, tmp_path_factory):
+    dense = synth_analysis(dense_tissue, tmp_path_factory)
+    scored = pd.concat([mapping_scores(synth, synth_tissue).assign(seed=1), mapping_scores(dense, dense_tissue).assign(seed=6)])
     per_kind = scored.groupby("kind").correct.agg(["mean", "size"])
-    # organelles in stretches of a cell its skeleton does not reach (it left the volume and came back) stay unmapped
-    assert scored.correct.mean() >= 0.95, f"{per_kind}\n{scored[~scored.correct]}"
-    assert per_kind["mean"].min() >= 0.8, per_kind
+    assert per_kind.loc["vc", "size"] >= 15 and per_kind.loc["mi", "size"] >= 100
+    # measured: mi 0.98 (157 objects), vc 0.95 (20); an organelle in a stretch of a cell its
+    # skeleton does not reach (the cell left the volume and came back) stays unmapped
+    assert per_kind["mean"].min() >= 0.95, f"{per_kind}\n{scored[~scored.correct]}"
 
 
 def test_sj_keep_both_synaptic_partners(synth, synth_tissue):
