@@ -20,8 +20,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "example": ("syconn_ng.commands.example", "example", "Make a small synthetic tissue and summarise it."),
     "init": ("syconn_ng.commands.init", "init", "Start an analysis directory with a commented syconn.toml."),
     "run": ("syconn_ng.commands.run", "run", "Run the pipeline's stages (resumable; local process pool or Dask)."),
+    "evaluate": ("syconn_ng.commands.evaluate", "evaluate", "Score an analysis against synthetic ground truth (table or --json)."),
     "info": ("syconn_ng.commands.info", "info", "Summarise an annotation file or a precomputed layer."),
-    "train": ("syconn_ng.commands.train", "train", "Train models: `train cnn` (barrier / organelle U-Nets)."),
+    "train": ("syconn_ng.commands.train", "train", "Train models: `train cnn` (U-Nets), `train compartments|spines|celltypes|synapses` (forests)."),
     "convert": ("syconn_ng.commands.convert", "convert", "Convert between .nml, .k.zip and .swc."),
     "import-knossos": (
         "syconn_ng.commands.import_knossos",

@@ -130,6 +130,62 @@ class MappingConfig:
 
 
 @dataclass
+class SynapsesConfig:
+    """The `synapses` stage: contact sites between cells, sj objects on them as candidates, a forest's probability, direction, area, type."""
+
+    contact_dist_nm: float = _f(60.0, "two cells are in contact where at most this gap (nm, along an axis) separates them (SyConn: 60)")
+    band_nm: float = _f(40.0, "width of the band beside an sj whose grey level is measured on each side (the postsynaptic density); the next band is the reference")
+    vc_dist_nm: float = _f(500.0, "vesicle clouds of a partner whose centroid lies within this distance of the sj count for that side (SyConn2: 500)")
+    mi_dist_nm: float = _f(1000.0, "the same for mitochondria (SyConn2: 1000)")
+    cleft_thickness_nm: float = _f(36.0, "synaptic area = sj voxels x voxel volume / this thickness (the synthetic tissue's sj is the cleft +- 18 nm)")
+    symmetric_band_ratio: float = _f(0.83, "type_model = 'threshold': a synapse is symmetric if its postsynaptic band is brighter than this fraction of the post cell's cytoplasm (thin density)")
+    min_probability: float = _f(0.5, "candidates with at least this synapse probability are synapses (SyConn2: 0.5)")
+    model: str = _f("", "synapse forest (.skops); '' = the bundled one (synthetic tissue); 'none' = rule: an sj on a contact with a vesicle cloud")
+    type_model: str = _f("", "synapse-type forest (.skops); '' = the bundled one; 'threshold' = the symmetric_band_ratio rule")
+
+
+@dataclass
+class CompartmentsConfig:
+    """The `compartments` stage: random forests on skeleton node features → axon / dendrite / soma and spine head / neck."""
+
+    model: str = _f("", "axon / dendrite / soma forest (.skops with its .json); '' = the bundled one (synthetic tissue)")
+    spine_model: str = _f("", "shaft / spine_head / spine_neck forest for dendrite nodes; '' = the bundled one")
+    window_um: float = _f(3.0, "training: node features are summed over the skeleton within this path distance (SyConn: 6); prediction uses the model's")
+    small_window_um: float = _f(0.5, "training: a second, small window (spines, varicosities); prediction uses the model's")
+    smooth_um: float = _f(1.0, "axon / dendrite / soma probabilities are averaged along the skeleton within this path distance (0 = off)")
+    spine_smooth_um: float = _f(0.0, "spine probabilities are averaged among dendrite nodes within this path distance (0 = off)")
+    synonyms: dict = _f({}, "training labels: other node-comment names for the compartments, e.g. {bouton = \"axon\", head = \"spine_head\"}")
+    n_estimators: int = _f(50, "training: trees per forest (measured: 200 unlimited trees gain < 0.005 accuracy at 4x the size)")
+    max_depth: int = _f(12, "training: maximum tree depth (0 = unlimited); bounds the model file size")
+    min_samples_leaf: int = _f(2, "training: minimum samples per leaf")
+    cv_folds: int = _f(5, "training: cross-validation folds, grouped by cell")
+    seed: int = _f(0, "training: random seed")
+
+
+@dataclass
+class CelltypesConfig:
+    """The `celltypes` stage: a random forest on per-cell features (compartments, organelles, synapses) → cell type."""
+
+    model: str = _f("", "cell-type forest (.skops with its .json); '' = the bundled one (EA, MSN, GP, INT; synthetic tissue)")
+    synonyms: dict = _f({}, "training labels: other names for the cell types, e.g. {\"medium spiny\" = \"MSN\"}")
+    n_estimators: int = _f(100, "training: trees in the forest")
+    max_depth: int = _f(8, "training: maximum tree depth (0 = unlimited); bounds the model file size")
+    min_samples_leaf: int = _f(1, "training: minimum samples per leaf")
+    cv_folds: int = _f(5, "training: cross-validation folds (a cell is never in two folds)")
+    seed: int = _f(0, "training: random seed")
+
+
+@dataclass
+class ConnectomeConfig:
+    """The `connectome` stage: the wiring matrix (summed synaptic area pre -> post), sorted by cell type, and per-cell summaries."""
+
+    min_probability: float = _f(0.0, "synapses with a lower probability are left out of the matrix (on top of [synapses] min_probability)")
+    axo_dendritic_only: bool = _f(False, "keep only synapses from an axon onto a dendrite, spine head or spine neck (SyConn2 axodend_only; drops axo-somatic too)")
+    synapse_type: str = _f("all", "all | asymmetric | symmetric: which synapses make the matrix")
+    type_order: list[str] = _f(["EA", "MSN", "GP", "INT"], "cell types in the order the matrix groups them; other types follow alphabetically, cells without a type last")
+
+
+@dataclass
 class Config:
     """The whole `syconn.toml`."""
 
@@ -141,6 +197,10 @@ class Config:
     objects: ObjectsConfig = field(default_factory=ObjectsConfig)
     hulls: HullsConfig = field(default_factory=HullsConfig)
     mapping: MappingConfig = field(default_factory=MappingConfig)
+    compartments: CompartmentsConfig = field(default_factory=CompartmentsConfig)
+    celltypes: CelltypesConfig = field(default_factory=CelltypesConfig)
+    synapses: SynapsesConfig = field(default_factory=SynapsesConfig)
+    connectome: ConnectomeConfig = field(default_factory=ConnectomeConfig)
 
     def section_params(self, name: str) -> dict:
         """A section as a plain dict (what a stage's parameter hash is computed from)."""

@@ -83,3 +83,46 @@ def train_cnn(task, out, raw, labels, mask, invert_labels, val_sections, voxel_s
         train_model(task, train_vols, [vol.sections(z0, z1)], settings, out=out, progress=not quiet, curve_png=curve,
                     data_description=f"{raw} (validation sections {z0}:{z1})")
     click.echo(f"wrote {out} and {Path(out).with_suffix('.json')}; learning curve {curve}")
+
+
+from syconn_ng.commands import train_forests  # noqa: E402,F401  (registers train compartments / spines / celltypes)
+
+
+@train.command("synapses")
+@click.option("--analysis", "analyses", multiple=True, type=click.Path(file_okay=False, exists=True),
+              help="Analysis directory whose 'synapses' stage ran (its tables/synapse_candidates.csv); repeat per tissue.")
+@click.option("--truth", "truths", multiple=True, type=click.Path(exists=True),
+              help="Labelled synapses per analysis, in the same order: a CSV (pre_cell, post_cell, x, y, z, type) or a synthetic tissue folder.")
+@click.option("--synthetic", type=click.Path(file_okay=False), default=None,
+              help="Instead of --analysis/--truth: make the bundled forests' training data here (synthetic seeds 11-19, reused when present).")
+@click.option("--out", "out", type=click.Path(dir_okay=False), default=None,
+              help="Synapse forest to write (.skops + .json); the type forest goes beside it as <name>_types. Default: the bundled files.")
+@click.option("--trees", type=click.IntRange(min=1), default=100, show_default=True, help="Trees per forest.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")
+def train_synapses(analyses, truths, synthetic, out, trees, seed):
+    """Train the synapse forest (and the synapse-type forest) from labelled candidates.
+
+    `syconn-ng train synapses --synthetic DIR` reproduces the bundled forests.
+    """
+    import json
+    from pathlib import Path
+
+    from syconn_ng.compartments.forest import MODELS_DIR, save_forest
+    from syconn_ng.synapses.training import prepare_synthetic, train_forests, training_table
+
+    if synthetic:
+        if analyses or truths:
+            raise click.UsageError("--synthetic replaces --analysis and --truth")
+        analyses, truths = prepare_synthetic(synthetic, progress=click.echo)
+    elif not analyses or not truths:
+        raise click.UsageError("give --analysis and --truth (one per analysis), or --synthetic DIR")
+    table = training_table(list(analyses), list(truths))
+    data = {"analyses": [Path(a).name for a in analyses], "truth": sorted({Path(t).name for t in truths}),
+            "recipe": "syconn-ng train synapses --synthetic DIR" if synthetic else "syconn-ng train synapses --analysis ... --truth ..."}
+    syn, types = train_forests(table, n_estimators=trees, seed=seed, data=data)
+    path = Path(out) if out else MODELS_DIR / "synapses.skops"
+    written = save_forest(syn, path)
+    if types is not None:
+        written += save_forest(types, path.with_name("synapse_types" if out is None else path.stem + "_types"))
+    click.echo(json.dumps({"synapses": syn.meta["cv"], "types": types.meta["cv"] if types else None}, indent=1))
+    click.echo("wrote " + ", ".join(str(p) for p in written))

@@ -188,7 +188,8 @@ def _run_locked(stage, analysis, state: StageState, params: dict, force: bool, p
             if failures:
                 raise StageError(_failure_summary(stage.name, p.name, len(todo), failures, state))
             dirty = True
-        state.mark_done(STAGE_DONE, {"ran": len(ran_keys), "skipped": numbers.skipped})
+        if ran_keys or not state.is_done(STAGE_DONE):  # a run that found everything done keeps its finish time,
+            state.mark_done(STAGE_DONE, {"ran": len(ran_keys), "skipped": numbers.skipped})  # so dependants stay current
     finally:
         bar.close()
         if own_executor and executor is not None:

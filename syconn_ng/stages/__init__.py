@@ -17,6 +17,10 @@ STAGES: dict[str, str] = {
     "objects": "syconn_ng.stages.objects:STAGE",
     "hulls": "syconn_ng.stages.hulls:STAGE",
     "mapping": "syconn_ng.stages.mapping:STAGE",
+    "compartments": "syconn_ng.stages.compartments:STAGE",
+    "synapses": "syconn_ng.stages.synapses:STAGE",
+    "connectome": "syconn_ng.stages.connectome:STAGE",
+    "celltypes": "syconn_ng.stages.celltypes:STAGE",
 }
 
 

@@ -1,0 +1,62 @@
+"""Compartments for people: precomputed skeletons with a `compartment` vertex attribute (Neuroglancer
+colours them with a shader) and enriched KNOSSOS files (node comments, tree comment and colour)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from syconn_ng.layers import atomic_write_bytes, atomic_write_text
+
+COMPARTMENT_CODES = ("axon", "dendrite", "soma", "spine_head", "spine_neck")  # uint8 code = index; 255 = unknown
+UNKNOWN_CODE = 255
+# RGB per compartment code (also the shader's colours): axon blue, dendrite red, soma grey, head yellow, neck orange
+COMPARTMENT_RGB = ((0.2, 0.4, 1.0), (0.9, 0.15, 0.15), (0.6, 0.6, 0.6), (1.0, 0.9, 0.1), (1.0, 0.5, 0.0))
+TYPE_RGBA = {"EA": (0.2, 0.7, 0.2, 1.0), "MSN": (0.85, 0.2, 0.2, 1.0), "GP": (0.3, 0.3, 0.9, 1.0), "INT": (0.9, 0.6, 0.1, 1.0)}
+SKELETON_INFO = {
+    "@type": "neuroglancer_skeletons",
+    "transform": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0],
+    "vertex_attributes": [{"id": "radius", "data_type": "float32", "num_components": 1},
+                          {"id": "compartment", "data_type": "uint8", "num_components": 1}],
+}
+# Neuroglancer skeleton shader colouring by the `compartment` attribute (docs/compartments.md)
+SHADER = "\n".join([
+    "void main() {",
+    "  float c = compartment;",
+    *[f"  if (c == {i}.0) {{ emitRGB(vec3({r}, {g}, {b})); return; }}" for i, (r, g, b) in enumerate(COMPARTMENT_RGB)],
+    "  emitRGB(vec3(1.0, 1.0, 1.0));",
+    "}",
+])
+
+
+def encode_skeleton(vertices_nm: np.ndarray, edges: np.ndarray, radius_nm: np.ndarray, compartment: np.ndarray) -> bytes:
+    """Neuroglancer precomputed skeleton bytes: counts, float32 vertices (nm), uint32 edges, then radius and compartment."""
+    v = np.ascontiguousarray(vertices_nm, dtype="<f4")
+    e = np.ascontiguousarray(edges, dtype="<u4").reshape(-1, 2)
+    head = np.array([len(v), len(e)], dtype="<u4").tobytes()
+    return head + v.tobytes() + e.tobytes() + np.asarray(radius_nm, dtype="<f4").tobytes() + np.asarray(compartment, dtype="u1").tobytes()
+
+
+def write_skeleton_info(directory) -> None:
+    """The `info` of a skeleton source with `radius` and `compartment` vertex attributes."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(d / "info", json.dumps(SKELETON_INFO, indent=1) + "\n")
+
+
+def write_skeleton(directory, cell_id: int, vertices_nm, edges, radius_nm, compartment) -> None:
+    atomic_write_bytes(Path(directory) / str(int(cell_id)), encode_skeleton(vertices_nm, edges, radius_nm, compartment))
+
+
+def enriched_skeleton(tree, node_compartment: dict[int, str], cell_type: str | None, *, voxel_size_nm):
+    """A KNOSSOS Skeleton of one cell: node comments = predicted compartment, tree comment = cell type, colour by type."""
+    from dataclasses import replace
+
+    from syconn_ng.io.skeleton import Parameters, Skeleton
+
+    nodes = [replace(n, comment=node_compartment.get(n.id, n.comment)) for n in tree.nodes]
+    t = replace(tree, nodes=nodes, comment=cell_type or tree.comment,
+                color=TYPE_RGBA.get(cell_type, tree.color) if cell_type else tree.color)
+    return Skeleton(trees=[t], parameters=Parameters(scale_nm=tuple(float(v) for v in voxel_size_nm)))

@@ -1,0 +1,126 @@
+"""Cell types: per-cell features, the `celltypes` stage on the unseen seed-1 tissue (after compartments;
+synapses from the truth table in the synapses stage's format), training from tree comments or a CSV."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from compartments_data import compartments_analysis
+from syconn_ng.compartments.celltype_features import cell_features
+from syconn_ng.compartments.features import CellGraph
+from syconn_ng.errors import InputError
+from syconn_ng.io.annotation import read_annotation
+
+# Measured on seed 1 with the bundled forest (docs/compartments.md); floors 0.05 below.
+ACCURACY_FLOOR = 0.72
+LONG_ACCURACY_FLOOR = 0.80
+
+
+@pytest.fixture(scope="module")
+def analysis(synth_tissue, tmp_path_factory):
+    return compartments_analysis(synth_tissue, tmp_path_factory, with_celltypes=True)
+
+
+def _chain(n, spacing_nm=100.0):
+    pos = np.zeros((n, 3))
+    pos[:, 0] = np.arange(n) * spacing_nm
+    return pos, np.column_stack([np.arange(n - 1), np.arange(1, n)])
+
+
+def test_cell_features_measure_spines_varicosities_and_compartment_lengths():
+    pos, edges = _chain(41)  # 4 µm: 2 µm axon then 2 µm dendrite
+    code = np.where(np.arange(41) < 20, 0, 1).astype(np.uint8)
+    spines = []
+    for base in (25, 30, 35):  # three two-node spines on the dendrite
+        k = len(pos)
+        pos = np.vstack([pos, pos[base] + [0, 100, 0], pos[base] + [0, 200, 0]])
+        edges = np.vstack([edges, [[base, k], [k, k + 1]]])
+        spines += [k, k + 1]
+    code = np.concatenate([code, np.tile([4, 3], 3)]).astype(np.uint8)
+    radius = np.full(len(pos), 200.0)
+    radius[:20] = 60.0
+    radius[[5, 12]] = 150.0  # two boutons on the axon
+    f = cell_features(CellGraph(pos, edges, radius, {}), code, {"area_um2": [0.1], "asymmetric": [True], "spine": [False]},
+                      {"area_um2": [0.2, 0.3], "asymmetric": [False, False], "spine": [True, False]})
+    assert f["axon_um"] == pytest.approx(1.95, abs=0.01) and f["dendrite_um"] == pytest.approx(2.65, abs=0.01)
+    assert f["spines_per_um"] == pytest.approx(3 / f["dendrite_um"])
+    assert f["axon_varicosities_per_um"] == pytest.approx(2 / f["axon_um"])
+    assert (f["n_out"], f["n_in"], f["out_asym_frac"], f["in_asym_frac"], f["in_spine_frac"]) == (1, 2, 1.0, 0.0, 0.5)
+
+
+def test_cells_table_lists_every_traced_cell_with_type_probabilities(analysis):
+    cells = pd.read_csv(analysis.tables_dir / "cells.csv")
+    meta = json.loads((Path(__file__).resolve().parent.parent / "syconn_ng" / "models" / "celltypes.json").read_text())
+    assert list(cells.columns) == ["id", "type", "type_probability", *[f"p_{c}" for c in meta["classes"]], "nodes",
+                                   "path_length_um", "axon_um", "dendrite_um", "soma_nodes", "n_in", "n_out"]
+    nodes = pd.read_csv(analysis.tables_dir / "nodes.csv")
+    assert sorted(cells["id"]) == sorted(nodes["cell"].unique())
+    assert cells.set_index("id")["nodes"].to_dict() == nodes.groupby("cell").size().to_dict()
+    p = cells[[f"p_{c}" for c in meta["classes"]]].to_numpy()
+    assert np.allclose(p.sum(axis=1), 1.0, atol=1e-3) and np.allclose(p.max(axis=1), cells["type_probability"], atol=1e-4)
+    assert set(cells["type"]) <= set(meta["classes"])
+
+
+def test_synapse_counts_come_from_the_synapse_table(analysis):
+    cells = pd.read_csv(analysis.tables_dir / "cells.csv").set_index("id")
+    syn = pd.read_csv(analysis.tables_dir / "synapses.csv")
+    assert syn["pre_cell"].isin(cells.index).any()
+    for cell in set(syn["pre_cell"]) & set(cells.index):
+        assert cells.loc[cell, "n_out"] == int((syn["pre_cell"] == cell).sum())
+    for cell in set(syn["post_cell"]) & set(cells.index):
+        assert cells.loc[cell, "n_in"] == int((syn["post_cell"] == cell).sum())
+
+
+def test_celltypes_reach_the_accuracy_floor_on_unseen_tissue(analysis, synth_tissue):
+    from syconn_ng.evaluation.celltypes import evaluate
+
+    r = evaluate(analysis.root, synth_tissue)
+    assert r["n_cells"] == len(pd.read_csv(analysis.tables_dir / "cells.csv"))
+    assert r["accuracy"] >= ACCURACY_FLOOR and r["accuracy"] >= r["majority_baseline"] + 0.2
+    assert r["long_cells"]["accuracy"] >= LONG_ACCURACY_FLOOR
+    assert sum(sum(row.values()) for row in r["confusion"].values()) == r["n_cells"]
+
+
+def test_enriched_kzip_carries_the_cell_type_as_tree_comment_and_colour(analysis):
+    from syconn_ng.compartments.outputs import TYPE_RGBA
+
+    cells = pd.read_csv(analysis.tables_dir / "cells.csv")
+    row = cells.iloc[0]
+    tree = read_annotation(Path(analysis.root) / "skeletons" / "enriched" / f"cell_{row['id']}.k.zip").tree(int(row["id"]))
+    assert tree.comment == row["type"]
+    assert tree.color == pytest.approx(TYPE_RGBA[row["type"]])
+    assert {n.comment for n in tree.nodes} <= {"axon", "dendrite", "soma", "spine_head", "spine_neck"}
+
+
+def test_train_celltypes_from_a_csv_of_types(analysis, synth_tissue, tmp_path):
+    truth = pd.read_csv(Path(synth_tissue) / "truth" / "cells.csv")
+    labels = tmp_path / "types.csv"
+    truth[truth["traced"] == 1].rename(columns={"id": "cell"})[["cell", "type"]].to_csv(labels, index=False)
+    out = tmp_path / "ct.skops"
+    r = subprocess.run([sys.executable, "-m", "syconn_ng", "train", "celltypes", "--analysis", str(analysis.root), "--labels", str(labels),
+                        "--out", str(out), "--trees", "5"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["classes"] == sorted(set(truth[truth["traced"] == 1]["type"]))
+    assert meta["cv"]["grouped_by"] == "cell" and meta["training"]["cells"] == int(truth["traced"].sum())
+
+
+def test_celltypes_stage_needs_the_synapse_table(analysis, tmp_path):
+    import shutil
+
+    from syconn_ng.analysis import Analysis
+    from syconn_ng.config import load_config, write_config
+    from syconn_ng.stages.celltypes import STAGE
+
+    root = tmp_path / "ana"
+    shutil.copytree(analysis.tables_dir, root / "tables", ignore=shutil.ignore_patterns("synapses.csv"))
+    write_config(load_config(analysis.root), root)
+    with pytest.raises(InputError, match="synapses.csv: missing: run the 'synapses' stage first"):
+        STAGE.prepare(Analysis.open(root), fresh=True)
