@@ -1,7 +1,7 @@
 """Headless Chromium for tests: a session-wide Selenium driver, a static file server on 127.0.0.1 and
 pixel polling, so tests can look at what Neuroglancer's own client (or any page we serve) draws.
 
-Use: ``from browser import chromium, serve_folder, wait_for_pixel, neuroglancer_url`` in a test module
+Use: ``from browser import chromium, serve_folder, wait_for_pixel, neuroglancer_viewer`` in a test module
 (importing the fixture registers it). Browser tests FAIL when ``CI=true`` and Chromium is missing, and skip
 with the reason otherwise. No fixed sleeps: poll screenshots until the expected colour shows or time runs out.
 """
@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import io
-import json
 import os
 import shutil
 import threading
 import time
 from pathlib import Path
-from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -116,20 +114,31 @@ def serve_folder(path) -> str:
     return _servers[root].url
 
 
-def neuroglancer_client_dir() -> Path:
-    """The built Neuroglancer web client bundled in the `neuroglancer` wheel (works offline)."""
+def neuroglancer_viewer():
+    """A `neuroglancer.Viewer` served from 127.0.0.1 (the package's bundled client, offline).
+
+    The bundled client is the Python-integration build: it takes its state from this server, not from a
+    URL hash, so open `viewer.get_viewer_url()` in the driver and set the state with `viewer.txn()`.
+    """
     import neuroglancer
 
-    d = Path(neuroglancer.__file__).parent / "static" / "client"
-    if not (d / "index.html").exists():
-        raise RuntimeError(f"no bundled Neuroglancer client under {d}")
-    return d
+    neuroglancer.set_server_bind_address("127.0.0.1")
+    return neuroglancer.Viewer()
 
 
-def neuroglancer_url(state: dict) -> str:
-    """URL of the bundled client (served from 127.0.0.1) opening `state`."""
-    return serve_folder(neuroglancer_client_dir()) + "/index.html#!" + quote(json.dumps(state, separators=(",", ":")),
-                                                                            safe="~@#$&()*!+=:;,.?/'")
+def panel_centre(driver, timeout: float = 30.0) -> tuple[float, float]:
+    """Page coordinates of the centre of Neuroglancer's first data panel (where `position` is drawn),
+    once the page has laid it out."""
+    deadline = time.monotonic() + timeout
+    while True:
+        r = driver.execute_script(
+            "const p = document.querySelector('.neuroglancer-rendered-data-panel');"
+            "if (!p) return null; const r = p.getBoundingClientRect(); return [r.left, r.top, r.width, r.height];")
+        if r and r[2] > 0 and r[3] > 0:
+            return r[0] + r[2] / 2, r[1] + r[3] / 2
+        if time.monotonic() > deadline:
+            raise AssertionError("no Neuroglancer data panel on the page")
+        time.sleep(0.1)  # polling interval
 
 
 def screenshot(driver) -> np.ndarray:

@@ -44,8 +44,10 @@ def test_every_key_is_documented_in_the_rendered_file():
     lines = text.splitlines()
     for sec in dataclasses.fields(Config):
         assert f"[{sec.name}]" in lines
-        for f in dataclasses.fields(getattr(Config(), sec.name)):
-            i = next(i for i, ln in enumerate(lines) if ln.startswith(f"{f.name} = "))
+        start = lines.index(f"[{sec.name}]")
+        stop = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines))
+        for f in dataclasses.fields(getattr(Config(), sec.name)):  # keys repeat across sections: look in this one
+            i = next(i for i in range(start, stop) if lines[i].startswith(f"{f.name} = "))
             assert lines[i - 1] == f"# {f.metadata['doc']}"
     assert tomllib.loads(text)  # valid TOML
 

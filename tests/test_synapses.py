@@ -212,6 +212,24 @@ def test_rerun_is_skipped_and_a_changed_threshold_reruns(runs, tmp_path):
     assert json.loads((root / "layers" / "synapses" / "info").read_text())["annotation_type"] == "POINT"
 
 
+def test_results_do_not_depend_on_the_task_boxes(runs, tmp_path):
+    from syconn_ng.config import load_config, write_config
+
+    src, _ = runs[1]
+    root = tmp_path / "a"
+    shutil.copytree(src.root, root, ignore=shutil.ignore_patterns(".complete"))
+    cfg = load_config(root)
+    cfg.chunking.task_size = [128, 128, 64]  # 8 boxes instead of 1: sites and sj cross box faces
+    write_config(cfg, root)
+    executor = LocalExecutor(1)
+    try:
+        assert run_stage(STAGE, Analysis.open(root), executor=executor, progress=False).ran == 9
+    finally:
+        executor.close()
+    for name in ("contact_sites", "synapse_candidates", "synapses"):
+        pd.testing.assert_frame_equal(pd.read_csv(root / "tables" / f"{name}.csv"), pd.read_csv(src.tables_dir / f"{name}.csv"))
+
+
 def test_volume_without_sj_or_contacts_gives_valid_empty_outputs(tmp_path):
     """Two tubes far apart (no contact) and no organelles at all."""
     from syconn_ng.config import load_config, write_config

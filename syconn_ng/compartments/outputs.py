@@ -24,8 +24,8 @@ SKELETON_INFO = {
 # Neuroglancer skeleton shader colouring by the `compartment` attribute (docs/compartments.md)
 SHADER = "\n".join([
     "void main() {",
-    "  float c = compartment;",
-    *[f"  if (c == {i}.0) {{ emitRGB(vec3({r}, {g}, {b})); return; }}" for i, (r, g, b) in enumerate(COMPARTMENT_RGB)],
+    "  int c = int(compartment);",
+    *[f"  if (c == {i}) {{ emitRGB(vec3({r}, {g}, {b})); return; }}" for i, (r, g, b) in enumerate(COMPARTMENT_RGB)],
     "  emitRGB(vec3(1.0, 1.0, 1.0));",
     "}",
 ])

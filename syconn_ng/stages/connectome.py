@@ -41,7 +41,8 @@ def read_table(path: Path, needs, what: str, stage: str):
     for c in ("pre_cell", "post_cell", "id"):
         if c in needs:
             v = pd.to_numeric(df[c], errors="coerce")
-            bad = np.flatnonzero(v.isna().to_numpy() | (v.to_numpy(float) < 0))
+            f = v.to_numpy(float)
+            bad = np.flatnonzero(v.isna().to_numpy() | (f < 0) | (f % 1 != 0))
             if len(bad):
                 raise InputError(path, f"column {c} must hold cell ids (integers >= 0), got {df[c].iloc[bad[0]]!r}", line=int(bad[0]) + 2)
             df[c] = df[c].astype(np.uint64)

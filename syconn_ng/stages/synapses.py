@@ -98,7 +98,7 @@ def _load_boxes(analysis, boxes: list[Box]):
 
 
 def contact_site_table(cat: dict):
-    """(sites DataFrame with `SITE_COLUMNS`, site id (1-based) of every global piece)."""
+    """(sites DataFrame with `SITE_COLUMNS`, site id (1-based) of every global piece); ids ordered by pair and centroid."""
     import pandas as pd
 
     from syconn_ng.synapses.contacts import join_pieces
@@ -114,7 +114,13 @@ def contact_site_table(cat: dict):
     for i, ax in enumerate("xyz"):
         df[ax] = np.round(np.bincount(site, weights=cat["piece_coord_sum"][:, i], minlength=n + 1)[1:] / np.maximum(vox, 1), 2)
     df["area_um2"] = np.round(area / 1e6, 5)
-    return df[list(SITE_COLUMNS)], site
+    # ids in an order that does not depend on the task boxes: by pair, then position
+    order = np.lexsort((df["z"], df["y"], df["x"], df["cell_b"], df["cell_a"]))
+    new_id = np.zeros(n + 1, np.int64)
+    new_id[order + 1] = np.arange(1, n + 1)
+    df = df.iloc[order].reset_index(drop=True)
+    df["id"] = np.arange(1, n + 1, dtype=np.uint64)
+    return df[list(SITE_COLUMNS)], new_id[site]
 
 
 def _sj_sites(cat: dict, site: np.ndarray) -> dict[int, int]:
@@ -156,8 +162,6 @@ def _node_table(analysis):
 
 def classify_task(analysis, task) -> dict:
     """Contact sites, candidates with features and probability, the synapse table and annotation layer."""
-    import pandas as pd
-
     from syconn_ng.synapses.classify import classify_candidates
     from syconn_ng.synapses.features import candidate_table, choose_pairs, concat_sums
 
@@ -266,6 +270,14 @@ class SynapsesStage:
                 vol = open_layer(path)
             except InputError as err:
                 raise InputError(path, "no sj objects layer: run the 'objects' stage first", element="info") from err
+            if layer_box(vol) != bounds:
+                raise InputError(path, f"bounds {layer_box(vol)} differ from the cells layer's {bounds}", element="info")
+        for path, what in ((analysis.input_layer("organelles"), "no organelle probability layer: run the 'organelles' stage or set [oracle] organelles"),
+                           (analysis.raw_layer, "the raw EM layer cannot be opened")):
+            try:
+                vol = analysis.open_input(path)
+            except InputError as err:
+                raise InputError(path, what, element="info") from err
             if layer_box(vol) != bounds:
                 raise InputError(path, f"bounds {layer_box(vol)} differ from the cells layer's {bounds}", element="info")
         _read_tables(analysis)

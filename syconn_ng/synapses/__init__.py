@@ -1,0 +1,1 @@
+"""Synapses: contact sites between cells, sj candidates and their features, direction, the forests, training."""

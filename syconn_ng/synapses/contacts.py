@@ -36,52 +36,65 @@ def contact_voxels(cells: np.ndarray, *, voxel_size_nm, contact_dist_nm: float):
     Returns (cell_a, cell_b, area_nm2): (X, Y, Z) uint64, uint64 with cell_a < cell_b (0 = not
     a contact voxel), and float32, the voxel's share of the contact area: the face area across
     the run's axis divided by the run's voxels, so a site's shares sum to its area projected
-    onto the axes across its gaps.
+    onto the axes across its gaps. Where several axes mark a voxel, the narrowest gap wins.
     """
     cells = np.asarray(cells)
+    if not (cells.flags.c_contiguous or cells.flags.f_contiguous):
+        cells = np.ascontiguousarray(cells)
+    order = "F" if cells.flags.f_contiguous and not cells.flags.c_contiguous else "C"  # CloudVolume cutouts are Fortran
     vs = np.asarray(voxel_size_nm, dtype=np.float64)
-    a_out = np.zeros(cells.shape, np.uint64)
-    b_out = np.zeros(cells.shape, np.uint64)
-    area = np.zeros(cells.shape, np.float32)
-    best = np.full(cells.shape, np.inf, np.float32)  # gap (nm) of the run that marked each voxel
+    shape = cells.shape
+    flat = cells.ravel(order=order)  # a view; flat indices step by `strides` along each axis
+    strides = np.asarray(cells.strides) // cells.itemsize
+    a_out = np.zeros(flat.size, np.uint64)
+    b_out = np.zeros(flat.size, np.uint64)
+    area = np.zeros(flat.size, np.float32)
+    best = np.full(flat.size, np.inf, np.float32)  # gap (nm) of the run that marked each voxel
+    zero = np.flatnonzero(flat == 0)
     for axis in range(3):
-        n = cells.shape[axis]
+        n = shape[axis]
         if n < 2:
             continue
-        face_nm2 = float(np.prod(np.delete(vs, axis)))
-        prev, nxt = _runs_along(cells, axis)
-        lo = np.take_along_axis(cells, np.clip(prev, 0, n - 1), axis=axis)
-        hi = np.take_along_axis(cells, np.clip(nxt, 0, n - 1), axis=axis)
+        stride = int(strides[axis])
+        face_nm2 = np.float32(np.prod(np.delete(vs, axis)))
+        prev, nxt = (v.ravel(order=order)[zero] for v in _runs_along(cells, axis))
+        pos = np.unravel_index(zero, shape, order=order)[axis]
+        inside = (prev >= 0) & (nxt < n)
+        z, prev, nxt, pos = zero[inside], prev[inside], nxt[inside], pos[inside]
+        lo_i = z - (pos - prev).astype(np.int64) * stride
+        hi_i = z + (nxt - pos).astype(np.int64) * stride
+        lo, hi = flat[lo_i], flat[hi_i]
         gap_vx = (nxt - prev - 1).astype(np.float32)
-        zero_run = (cells == 0) & (prev >= 0) & (nxt < n) & (lo != hi) & (lo > 0) & (hi > 0) & (gap_vx * vs[axis] <= contact_dist_nm)
+        run = (lo != hi) & (gap_vx * np.float32(vs[axis]) <= contact_dist_nm)
+        z, lo_i, hi_i, lo, hi, gap_vx = z[run], lo_i[run], hi_i[run], lo[run], hi[run], gap_vx[run]
         gap_nm = gap_vx * np.float32(vs[axis])
-        share = np.float32(face_nm2) / (gap_vx + 2)
-        _mark(zero_run, lo, hi, gap_nm, share, a_out, b_out, area, best)
-        # the labelled voxels bounding a contact run take its pair; cells touching face to face are a run of none
-        touch_gap = np.zeros(cells.shape, np.float32)
-        touch_share = np.full(cells.shape, np.float32(face_nm2 / 2))
-        for here, there in ((_cut(axis, 0, n - 1), _cut(axis, 1, n)), (_cut(axis, 1, n), _cut(axis, 0, n - 1))):
-            c = cells[here]
-            run = zero_run[there] & (c > 0)
-            _mark(run, lo[there], hi[there], gap_nm[there], share[there], a_out[here], b_out[here], area[here], best[here])
-            touch = (c > 0) & (cells[there] > 0) & (cells[there] != c)
-            _mark(touch, c, cells[there], touch_gap[here], touch_share[here], a_out[here], b_out[here], area[here], best[here])
-    return a_out, b_out, area
+        share = face_nm2 / (gap_vx + 2)
+        for where in (z, lo_i, hi_i):  # the run's 0s and the two labelled voxels bounding it
+            _mark(where, lo, hi, gap_nm, share, a_out, b_out, area, best)
+        # cells touching face to face: a run of no 0s
+        sl0 = [slice(None)] * 3
+        sl1 = [slice(None)] * 3
+        sl0[axis], sl1[axis] = slice(0, n - 1), slice(1, n)
+        c0, c1 = cells[tuple(sl0)], cells[tuple(sl1)]
+        touch = np.flatnonzero(((c0 > 0) & (c1 > 0) & (c0 != c1)).ravel(order=order))
+        if len(touch):
+            i0 = np.ravel_multi_index(np.unravel_index(touch, c0.shape, order=order), shape, order=order)
+            i1 = i0 + stride
+            zeros_gap = np.zeros(len(i0), np.float32)
+            half = np.full(len(i0), face_nm2 / 2, np.float32)
+            for where in (i0, i1):
+                _mark(where, flat[i0], flat[i1], zeros_gap, half, a_out, b_out, area, best)
+    return a_out.reshape(shape, order=order), b_out.reshape(shape, order=order), area.reshape(shape, order=order)
 
 
-def _cut(axis: int, start: int, stop: int):
-    sl = [slice(None)] * 3
-    sl[axis] = slice(start, stop)
-    return tuple(sl)
-
-
-def _mark(mask, c1, c2, gap_nm, share, a_out, b_out, area, best):
-    """Record pair (c1, c2) at `mask` voxels whose gap is narrower than the one recorded so far."""
-    take = mask & (gap_nm < best)
-    a_out[take] = np.minimum(c1, c2)[take]
-    b_out[take] = np.maximum(c1, c2)[take]
-    area[take] = share[take]
-    best[take] = gap_nm[take]
+def _mark(where, c1, c2, gap_nm, share, a_out, b_out, area, best):
+    """Record pair (c1, c2) at flat indices `where` whose gap is narrower than the one recorded so far."""
+    take = gap_nm < best[where]
+    w = where[take]
+    a_out[w] = np.minimum(c1, c2)[take]
+    b_out[w] = np.maximum(c1, c2)[take]
+    area[w] = share[take]
+    best[w] = gap_nm[take]
 
 
 @dataclass

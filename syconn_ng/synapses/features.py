@@ -65,7 +65,7 @@ def sj_box_sums(sj: np.ndarray, cells: np.ndarray, raw: np.ndarray, sj_prob: np.
 
     reach = np.ceil(2 * band_nm / vs).astype(int) + 1
     side_keys, side_vals = [], {k: [] for k in SIDE_SUMS}
-    for obj, sl in _objects(sj, own):
+    for obj, sl in _objects(sj):
         lo = [max(0, s.start - r) for s, r in zip(sl, reach)]
         hi = [min(n, s.stop + r) for s, n, r in zip(sl, sj.shape, reach)]
         crop = tuple(slice(a, b) for a, b in zip(lo, hi))
@@ -88,17 +88,16 @@ def sj_box_sums(sj: np.ndarray, cells: np.ndarray, raw: np.ndarray, sj_prob: np.
     return out
 
 
-def _objects(sj: np.ndarray, own: np.ndarray):
-    """(id, bounding slices in `sj`) of every sj object with a voxel in the task's own box."""
+def _objects(sj: np.ndarray):
+    """(id, bounding slices) of every sj object in the array, halo included: one just outside the task's
+    box still has band voxels inside it."""
     from scipy import ndimage
 
     import fastremap
 
-    present = np.unique(sj[own])
-    if len(present) == 0:
+    if not sj.any():
         return []
-    masked = np.where(np.isin(sj, present), sj, 0)
-    small, remap = fastremap.renumber(masked, in_place=False)
+    small, remap = fastremap.renumber(sj, in_place=False)
     back = {v: k for k, v in remap.items()}
     return [(back[i + 1], sl) for i, sl in enumerate(ndimage.find_objects(small)) if sl is not None]
 
