@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "info": ("syconn_ng.commands.info", "info", "Summarise an annotation file or a precomputed layer."),
     "train": ("syconn_ng.commands.train", "train", "Train models: `train cnn` (U-Nets), `train compartments|spines|celltypes|synapses` (forests)."),
     "convert": ("syconn_ng.commands.convert", "convert", "Convert between .nml, .k.zip and .swc."),
+    "export": ("syconn_ng.commands.export", "export", "Export an analysis as precomputed layers + Neuroglancer state to share."),
+    "serve": ("syconn_ng.commands.serve", "serve", "Review in the browser: Neuroglancer beside a live wiring matrix, JSON API."),
     "import-knossos": (
         "syconn_ng.commands.import_knossos",
         "import_knossos",

@@ -153,8 +153,8 @@ def review_lines(root: Path) -> list[str]:
         f"  {p.name:12s} {to_cloudpath(p)}" for p in layers]
 
 
-def summary_lines(summary: RunSummary) -> list[str]:
-    """The final summary of a run: per-stage times, counts, where the outputs are, how to review."""
+def summary_lines(summary: RunSummary, *, review: bool = True) -> list[str]:
+    """The final summary of a run: per-stage times, counts, where the outputs are, how to review (if `review`)."""
     lines = [f"{'stage':14s} {'ran':>5s} {'skipped':>8s} {'seconds':>8s}"]
     for s in summary.stages:
         lines.append(f"{s['stage']:14s} {s['ran']:5d} {s['skipped']:8d} {s['seconds']:8.1f}")
@@ -164,4 +164,4 @@ def summary_lines(summary: RunSummary) -> list[str]:
         lines.append(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items()))
     lines.append(f"outputs: layers in {summary.root / 'layers'}, tables in {summary.root / 'tables'}, "
                  f"provenance in {summary.root / 'state'}/<stage>/provenance.json")
-    return lines + review_lines(summary.root)
+    return lines + (review_lines(summary.root) if review else [])

@@ -1,5 +1,6 @@
-"""Cell types: per-cell features, the `celltypes` stage on the unseen seed-1 tissue (after compartments;
-synapses from the truth table in the synapses stage's format), training from tree comments or a CSV."""
+"""Cell types: per-cell features, the `celltypes` stage on the unseen seed-1 tissue (after the
+compartments and synapses stages, true barrier and organelles as oracles), training from tree
+comments or a CSV."""
 
 from __future__ import annotations
 

@@ -23,13 +23,21 @@ from syconn_ng.stages import STAGES, available
 
 pytestmark = pytest.mark.xdist_group("pipeline")
 
-# floors = measured on this tissue (seed 7, 128 x 128 x 64, bundled models) minus 0.05; see docs/pipeline.md
+# floors = measured on this tissue (seed 6, 128 x 128 x 64, 3 synapses / µm³, bundled models) minus 0.05;
+# a stage that is not registered is not checked. See docs/pipeline.md.
 FLOORS = {
-    ("organelles", "mi", "f1"): 0.82,
+    ("organelles", "mi", "f1"): 0.88,
     ("organelles", "vc", "f1"): 0.95,
-    ("organelles", "sj", "f1"): 0.55,
-    ("hulls", "median_iou"): 0.68,
-    ("hulls", "mapping_accuracy"): 0.83,
+    ("organelles", "sj", "f1"): 0.85,
+    ("hulls", "median_iou"): 0.81,
+    ("hulls", "mapping_accuracy"): 0.80,
+    ("compartments", "accuracy"): 0.90,
+    ("synapses", "precision"): 0.95,
+    ("synapses", "recall"): 0.95,
+    ("synapses", "direction_accuracy"): 0.75,
+    ("celltypes", "accuracy"): 0.76,
+    ("connectome", "pair_f1"): 0.75,
+    ("connectome", "weight_r"): 0.88,
 }
 # what each stage writes (checked for the registered stages): layers, then tables with their first columns
 OUTPUTS = {
@@ -164,7 +172,8 @@ def test_end_to_end_run_with_the_cnns_meets_the_accuracy_floors(cnn):
     scores = evaluate_analysis(cnn, cnn)
     table = format_table(scores)
     for key, floor in FLOORS.items():
-        assert _get(scores, key) >= floor, f"{'.'.join(key)} below {floor}:\n{table}"
+        if key[0] in ("organelles", "hulls") or key[0] in STAGES:
+            assert _get(scores, key) >= floor, f"{'.'.join(key)} below {floor}:\n{table}"
     assert scores["organelles"]["input"] == "cnn" and scores["hulls"]["input"] == "cnn"
     for stage in ("compartments", "synapses", "celltypes", "connectome"):
         if stage in STAGES:  # registered stages must be scored, not skipped
@@ -280,6 +289,8 @@ def test_changing_one_parameter_reruns_only_that_stage_and_its_dependants(resume
     for name in untouched:  # their outputs were not rewritten
         layers, tables = OUTPUTS[name]
         for path in [f"layers/{n}" for n in layers] + [f"tables/{n}" for n in tables]:
+            if name in ("barrier", "organelles"):
+                continue  # the oracle run has no CNN layers
             same = {k: v for k, v in after.items() if k.startswith(path)}
             assert same and same == {k: v for k, v in before.items() if k.startswith(path)}, path
 

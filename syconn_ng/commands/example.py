@@ -73,7 +73,7 @@ def example(directory, seed, shape, workers, oracle, quiet):
         summary = run_pipeline(analysis, select_stages(), executor=executor, progress=not quiet, echo=click.echo)
     finally:
         executor.close()
-    for line in run_summary_lines(summary)[:-len(review_lines(out.resolve()))]:
+    for line in run_summary_lines(summary, review=False):
         click.echo(line)
     scores = evaluate_analysis(analysis.root, analysis.root)
     click.echo("\naccuracy against the tissue's ground truth (the pipeline never read truth/):")

@@ -8,10 +8,13 @@ import numpy as np
 from syconn_ng.commands.train import train
 
 _COMMON = [
-    click.option("--analysis", "analyses", multiple=True, required=True, type=click.Path(exists=True, file_okay=False),
+    click.option("--analysis", "analyses", multiple=True, type=click.Path(exists=True, file_okay=False),
                  help="A finished analysis directory (repeatable)."),
-    click.option("--labels", multiple=True, required=True,
+    click.option("--labels", multiple=True,
                  help="Labelled KNOSSOS files (glob, quoted); one for all analyses or one per --analysis, in order."),
+    click.option("--synthetic", type=click.Path(file_okay=False), default=None,
+                 help="Instead of --analysis/--labels: the bundled models' recipe (synthetic seeds 11-19, true barrier and "
+                      "organelles as oracles), generated into this folder or reused from it."),
     click.option("--out", type=click.Path(dir_okay=False), required=True, help="Model file to write (.skops; metadata beside it as .json)."),
     click.option("--classes", default=None, help="Comma-separated classes to train (default: all of the forest's)."),
     click.option("--trees", type=click.IntRange(min=1), default=None, help="Trees (default: the config's n_estimators)."),
@@ -42,14 +45,28 @@ def _report(forest, paths) -> None:
         click.echo(f"cross-validation: {cv['skipped']}")
 
 
-def _train_nodes(task, analyses, labels, out, classes, trees, max_depth) -> None:
+def _pairs(analyses, labels, synthetic, stages):
+    """(analysis, label patterns) pairs from the options, or from the synthetic recipe."""
+    from syconn_ng.compartments.recipe import synthetic_training_set
+    from syconn_ng.compartments.training import pair_labels
+
+    if synthetic:
+        if analyses or labels:
+            raise click.UsageError("--synthetic replaces --analysis and --labels")
+        return synthetic_training_set(synthetic, stages=stages)
+    if not analyses or not labels:
+        raise click.UsageError("give --analysis and --labels, or --synthetic WORKDIR")
+    return pair_labels(analyses, labels)
+
+
+def _train_nodes(task, analyses, labels, synthetic, out, classes, trees, max_depth) -> None:
     from syconn_ng.analysis import Analysis
     from syconn_ng.compartments.forest import fit_forest, save_forest
-    from syconn_ng.compartments.training import check_classes, node_training_table, pair_labels, select_task
+    from syconn_ng.compartments.training import check_classes, node_training_table, select_task
 
-    cfg = Analysis.open(analyses[0]).config.compartments
+    pairs = _pairs(analyses, labels, synthetic, ("objects", "hulls", "mapping"))
+    cfg = Analysis.open(pairs[0][0]).config.compartments
     feature_params = {"window_um": cfg.window_um, "small_window_um": cfg.small_window_um}
-    pairs = pair_labels(analyses, labels)
     X, names, y, groups, files = node_training_table(pairs, feature_params=feature_params, synonyms=cfg.synonyms)
     keep, targets, all_classes = select_task(y, task)
     chosen = _classes(classes, all_classes)
@@ -57,7 +74,7 @@ def _train_nodes(task, analyses, labels, out, classes, trees, max_depth) -> None
     targets = targets[np.isin(targets, chosen)]
     check_classes(targets, chosen, files)
     forest = fit_forest(X[keep], targets, groups[keep], names, classes=chosen, **_settings(cfg, trees, max_depth),
-                        data={"analyses": [str(a) for a in analyses], "label_files": len(files), "labels": list(labels)})
+                        data={"analyses": [str(a) for a, _ in pairs], "label_files": len(files), "labels": [p for _, ps in pairs for p in ps]})
     forest.meta["feature_params"] = feature_params
     forest.meta["task"] = task
     _report(forest, save_forest(forest, out))
@@ -76,28 +93,32 @@ def _classes(value, all_classes):
 
 @train.command("compartments")
 @_options
-def train_compartments(analyses, labels, out, classes, trees, max_depth):
+def train_compartments(analyses, labels, synthetic, out, classes, trees, max_depth):
     """Train the axon / dendrite / soma forest from node comments (spine labels count as dendrite)."""
-    _train_nodes("compartments", analyses, labels, out, classes, trees, max_depth)
+    _train_nodes("compartments", analyses, labels, synthetic, out, classes, trees, max_depth)
 
 
 @train.command("spines")
 @_options
-def train_spines(analyses, labels, out, classes, trees, max_depth):
+def train_spines(analyses, labels, synthetic, out, classes, trees, max_depth):
     """Train the shaft / spine_head / spine_neck forest on the nodes labelled dendrite, spine head or spine neck."""
-    _train_nodes("spines", analyses, labels, out, classes, trees, max_depth)
+    _train_nodes("spines", analyses, labels, synthetic, out, classes, trees, max_depth)
 
 
 @train.command("celltypes")
 @_options
-def train_celltypes(analyses, labels, out, classes, trees, max_depth):
-    """Train the cell-type forest from tree comments (or CSV files `cell,type`); the classes are the labels'."""
+def train_celltypes(analyses, labels, synthetic, out, classes, trees, max_depth):
+    """Train the cell-type forest from tree comments (or CSV files `cell,type`); the classes are the labels'.
+
+    The analyses must have run `compartments` and `synapses` (the synthetic recipe runs them with the
+    bundled compartment and synapse forests)."""
     from syconn_ng.analysis import Analysis
     from syconn_ng.compartments.forest import fit_forest, save_forest
-    from syconn_ng.compartments.training import cell_training_table, check_classes, pair_labels
+    from syconn_ng.compartments.training import cell_training_table, check_classes
 
-    cfg = Analysis.open(analyses[0]).config.celltypes
-    X, names, y, groups, files = cell_training_table(pair_labels(analyses, labels), synonyms=cfg.synonyms)
+    pairs = _pairs(analyses, labels, synthetic, ("objects", "hulls", "mapping", "compartments", "synapses"))
+    cfg = Analysis.open(pairs[0][0]).config.celltypes
+    X, names, y, groups, files = cell_training_table(pairs, synonyms=cfg.synonyms)
     found = sorted(str(v) for v in set(y))
     chosen = found if classes is None else [c.strip() for c in classes.split(",") if c.strip()]
     if len(chosen) < 2:
@@ -105,6 +126,6 @@ def train_celltypes(analyses, labels, out, classes, trees, max_depth):
     check_classes(y, chosen, files)
     keep = np.isin(y, chosen)
     forest = fit_forest(X[keep], y[keep], groups[keep], names, classes=chosen, **_settings(cfg, trees, max_depth),
-                        data={"analyses": [str(a) for a in analyses], "label_files": len(files), "labels": list(labels)})
+                        data={"analyses": [str(a) for a, _ in pairs], "label_files": len(files), "labels": [p for _, ps in pairs for p in ps]})
     forest.meta["task"] = "celltypes"
     _report(forest, save_forest(forest, out))

@@ -64,10 +64,10 @@ def score_synapses(pred: pd.DataFrame, true: pd.DataFrame, *, voxel_size_nm) -> 
         out["direction_accuracy"] = float(np.mean(p["pre_cell"].to_numpy(np.uint64) == t["pre_cell"].to_numpy(np.uint64)))
         out["type_accuracy"] = float(np.mean(p["type"].astype(str).to_numpy() == t["type"].astype(str).to_numpy()))
         if "post_compartment" in p and "post_compartment" in t:
-            known = p["post_compartment"].fillna("").astype(str).to_numpy() != ""
+            got = p["post_compartment"].astype(object).to_numpy()
+            known = pd.notna(got) & (got.astype(str) != "")
             if known.any():
-                out["post_compartment_accuracy"] = float(np.mean(p["post_compartment"].to_numpy()[known].astype(str)
-                                                                 == t["post_compartment"].to_numpy()[known].astype(str)))
+                out["post_compartment_accuracy"] = float(np.mean(got[known].astype(str) == t["post_compartment"].to_numpy()[known].astype(str)))
         if n_match >= 3:
             out["area_r"] = float(np.corrcoef(p["area_um2"].to_numpy(float), t["area_um2"].to_numpy(float))[0, 1])
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}

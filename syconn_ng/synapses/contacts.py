@@ -125,7 +125,10 @@ def contact_pieces(cell_a: np.ndarray, cell_b: np.ndarray, area_nm2: np.ndarray,
     contact = cell_b > 0
     pair_index = np.zeros(shape, np.uint32)
     if contact.any():
-        pairs, inverse = np.unique(np.stack([cell_a[contact], cell_b[contact]], 1), axis=0, return_inverse=True)
+        ua, ia = np.unique(cell_a[contact], return_inverse=True)  # 1-D uniques: much faster than unique rows
+        ub, ib = np.unique(cell_b[contact], return_inverse=True)
+        codes, inverse = np.unique(ia.ravel().astype(np.int64) * len(ub) + ib.ravel(), return_inverse=True)
+        pairs = np.stack([ua[codes // len(ub)], ub[codes % len(ub)]], 1)
         pair_index[contact] = inverse.ravel().astype(np.uint32) + 1
     else:
         pairs = np.zeros((0, 2), np.uint64)

@@ -1,0 +1,306 @@
+"""Reviewers' decisions: `review.sqlite` (an append-only log plus current overrides) and the reviewed tables.
+
+A synapse is recognised again after a pipeline re-run by its *stable identity*: the unordered pair of
+cells it joins plus its position rounded to whole voxels (`synapse_key`); if no synapse of a new run has
+exactly that key, the nearest synapse of the same pair within `MATCH_RADIUS_VX` takes the override.
+Synapse ids are not used: a re-run may number synapses differently. Overrides store the reviewed
+direction (pre, post) and status, so a flip stays correct even if the pipeline's own direction changes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from syconn_ng.connectome.matrix import filter_synapses, matrix_cells, pair_weights, wiring_matrix
+from syconn_ng.errors import InputError
+
+DECISIONS = ("accept", "reject", "flip")
+STATUS = {"accept": "accepted", "reject": "rejected"}
+MATCH_RADIUS_VX = 2.0  # a re-run's synapse this close (voxels) to a reviewed one of the same pair is the same synapse
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS decisions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL, who TEXT NOT NULL, kind TEXT NOT NULL, target TEXT NOT NULL,
+    synapse_id TEXT, decision TEXT NOT NULL, previous TEXT NOT NULL, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS synapse_overrides (
+    key TEXT PRIMARY KEY, cell_a TEXT NOT NULL, cell_b TEXT NOT NULL, x REAL, y REAL, z REAL,
+    pre_cell TEXT NOT NULL, post_cell TEXT NOT NULL, status TEXT NOT NULL, seq INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS cell_overrides (cell TEXT PRIMARY KEY, type TEXT NOT NULL, seq INTEGER NOT NULL);
+"""
+
+
+def synapse_key(pre_cell: int, post_cell: int, x: float, y: float, z: float) -> str:
+    """Stable identity of a synapse: 'lo-hi@x,y,z' (cell ids sorted, position in whole voxels)."""
+    lo, hi = sorted((int(pre_cell), int(post_cell)))
+    return f"{lo}-{hi}@{int(round(x))},{int(round(y))},{int(round(z))}"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+class ReviewStore:
+    """review.sqlite: WAL journal, one IMMEDIATE transaction per decision, so concurrent writers
+    (threads or processes) serialise and none is lost."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self):
+        self.db.close()
+
+    def synapse_overrides(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM synapse_overrides", self.db)
+
+    def cell_overrides(self) -> dict[int, str]:
+        return {int(c): t for c, t in self.db.execute("SELECT cell, type FROM cell_overrides")}
+
+    def decisions(self, limit: int | None = None) -> list[dict]:
+        q = "SELECT * FROM decisions ORDER BY seq DESC" + (f" LIMIT {int(limit)}" if limit else "")
+        cur = self.db.execute(q)
+        names = [d[0] for d in cur.description]
+        rows = [dict(zip(names, row)) for row in cur]
+        for row in rows:  # a synapse's previous / new value is a small JSON object
+            if row["kind"] == "synapse":
+                row["previous"], row["value"] = json.loads(row["previous"]), json.loads(row["value"])
+        return rows
+
+    def count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+
+    def record_synapse(self, *, key, cell_a, cell_b, xyz, synapse_id, decision, who, previous: dict, value: dict) -> int:
+        """Append one synapse decision and set its override, atomically; returns the decision's seq."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = self.db.execute(
+                    "INSERT INTO decisions (at, who, kind, target, synapse_id, decision, previous, value) VALUES (?,?,?,?,?,?,?,?)",
+                    (_now(), who, "synapse", key, str(synapse_id), decision, json.dumps(previous), json.dumps(value))).lastrowid
+                self.db.execute(
+                    "INSERT INTO synapse_overrides VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET "
+                    "pre_cell=excluded.pre_cell, post_cell=excluded.post_cell, status=excluded.status, seq=excluded.seq",
+                    (key, str(cell_a), str(cell_b), *map(float, xyz), value["pre_cell"], value["post_cell"], value["status"], seq))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return seq
+
+    def record_cell(self, *, cell, cell_type, who, previous: str) -> int:
+        """Append one cell-type decision and set the cell's override, atomically; returns the decision's seq."""
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                seq = self.db.execute(
+                    "INSERT INTO decisions (at, who, kind, target, synapse_id, decision, previous, value) VALUES (?,?,?,?,?,?,?,?)",
+                    (_now(), who, "cell", str(cell), None, "type", previous, cell_type)).lastrowid
+                self.db.execute("INSERT INTO cell_overrides VALUES (?,?,?) ON CONFLICT(cell) DO UPDATE SET type=excluded.type, seq=excluded.seq",
+                                (str(cell), cell_type, seq))
+                self.db.execute("COMMIT")
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+        return seq
+
+
+def match_overrides(synapses: pd.DataFrame, overrides: pd.DataFrame, *, radius_vx: float = MATCH_RADIUS_VX) -> dict[int, int]:
+    """{row of `synapses` → row of `overrides`}: exact stable-key matches first, then the nearest synapse of the
+    same cell pair within `radius_vx` voxels (a re-run that moved a synapse's centre slightly)."""
+    keys = pd.Series(np.arange(len(synapses)), index=synapses["key"].to_numpy())
+    out: dict[int, int] = {}
+    taken: set[int] = set()
+    rest = []
+    for j, key in enumerate(overrides["key"]):
+        i = keys.get(key)
+        if i is not None and not isinstance(i, pd.Series):
+            out[int(i)] = j
+            taken.add(int(i))
+        else:
+            rest.append(j)
+    if rest:
+        a = np.minimum(synapses["pre_cell"].to_numpy(np.uint64), synapses["post_cell"].to_numpy(np.uint64))
+        b = np.maximum(synapses["pre_cell"].to_numpy(np.uint64), synapses["post_cell"].to_numpy(np.uint64))
+        xyz = synapses[["x", "y", "z"]].to_numpy(float)
+        for j in rest:
+            o = overrides.iloc[j]
+            lo, hi = sorted((np.uint64(int(o.cell_a)), np.uint64(int(o.cell_b))))
+            cand = np.flatnonzero((a == lo) & (b == hi))
+            cand = np.array([c for c in cand if c not in taken], dtype=np.int64)
+            if not len(cand):
+                continue
+            d = np.linalg.norm(xyz[cand] - np.array([o.x, o.y, o.z], float), axis=1)
+            if d.min() <= radius_vx:
+                i = int(cand[np.argmin(d)])
+                out[i] = j
+                taken.add(i)
+    return out
+
+
+class ReviewedAnalysis:
+    """The analysis tables with every review applied, kept in memory; thread-safe.
+
+    `synapses`: the pipeline's synapse table plus columns `key`, `status` (pending / accepted / rejected)
+    and the reviewed direction in `pre_cell` / `post_cell` (compartments swapped with it). `version`
+    increases with every decision; the matrix is recomputed from the reviewed table with the
+    `[connectome]` filters and the `syconn_ng.connectome.matrix` functions.
+    """
+
+    def __init__(self, analysis, *, store_path=None):
+        self.analysis = analysis
+        self.lock = threading.RLock()
+        tables = analysis.tables_dir
+        for name in ("synapses.csv", "cells.csv"):
+            if not (tables / name).is_file():
+                raise InputError(tables / name, "missing: run the pipeline up to 'connectome' before serving it")
+        syn = pd.read_csv(tables / "synapses.csv")
+        self.cells = pd.read_csv(tables / "cells.csv")
+        for col in ("id", "pre_cell", "post_cell"):
+            if col in syn.columns:
+                syn[col] = syn[col].astype(np.uint64)
+        self.cells["id"] = self.cells["id"].astype(np.uint64)
+        self.pipeline_types = dict(zip(self.cells["id"].tolist(), self.cells["type"].fillna("").astype(str)))
+        syn["key"] = [synapse_key(*r) for r in zip(syn["pre_cell"].tolist(), syn["post_cell"].tolist(), syn["x"], syn["y"], syn["z"])]
+        syn["status"] = "pending"
+        self.synapses = syn
+        self.row_of_id = pd.Series(np.arange(len(syn)), index=syn["id"].to_numpy(np.uint64))
+        self.store = ReviewStore(store_path or analysis.root / "review.sqlite")
+        self._apply_overrides()
+        cfg = analysis.config.connectome
+        self.filters = {"min_probability": cfg.min_probability, "axo_dendritic_only": cfg.axo_dendritic_only,
+                        "synapse_type": cfg.synapse_type}
+        self.type_order = tuple(cfg.type_order)
+        self.version = 0
+        self._matrix = None
+        self._order()
+
+    # ---------------------------------------------------------------- loading
+    def _apply_overrides(self):
+        ov = self.store.synapse_overrides()
+        if len(ov):
+            for i, j in match_overrides(self.synapses, ov).items():
+                self._set_row(i, int(ov.pre_cell.iloc[j]), int(ov.post_cell.iloc[j]), ov.status.iloc[j])
+        self.cell_types = dict(self.pipeline_types)
+        self.cell_types.update(self.store.cell_overrides())
+
+    def _set_row(self, i: int, pre: int, post: int, status: str):
+        s = self.synapses
+        if int(s.at[i, "pre_cell"]) != pre:  # reviewed direction differs: swap the two sides
+            s.at[i, "pre_cell"], s.at[i, "post_cell"] = np.uint64(pre), np.uint64(post)
+            if "pre_compartment" in s.columns:
+                s.at[i, "pre_compartment"], s.at[i, "post_compartment"] = s.at[i, "post_compartment"], s.at[i, "pre_compartment"]
+        s.at[i, "status"] = status
+
+    def _order(self):
+        """The matrix axes: every cell with a synapse in the pipeline's filtered table (reviews change values, not axes)."""
+        base = filter_synapses(self.synapses, **self.filters)
+        self.order, _ = matrix_cells(base, self._cell_table(), self.type_order)
+
+    def _cell_table(self) -> pd.DataFrame:
+        return pd.DataFrame({"id": np.array(list(self.cell_types), dtype=np.uint64), "type": list(self.cell_types.values())})
+
+    # ---------------------------------------------------------------- reading
+    def reviewed_synapses(self) -> pd.DataFrame:
+        """The reviewed synapse table: rejected synapses dropped, flipped ones in their reviewed direction."""
+        with self.lock:
+            s = self.synapses[self.synapses["status"] != "rejected"]
+            return s.reset_index(drop=True)
+
+    def reviewed_cells(self) -> pd.DataFrame:
+        with self.lock:
+            cells = self.cells.copy()
+            cells["pipeline_type"] = cells["type"]
+            cells["type"] = [self.cell_types[i] for i in cells["id"].tolist()]
+            return cells
+
+    def matrix(self) -> dict:
+        """{"version", "cells": [{"id", "type"}], "entries": [[post_index, pre_index, count, area_um2]], "max_area_um2"}
+        over the matrix axes (cached until the next decision)."""
+        with self.lock:
+            if self._matrix is None or self._matrix["version"] != self.version:
+                kept = filter_synapses(self.reviewed_synapses(), **self.filters)
+                pos = pd.Series(np.arange(len(self.order)), index=self.order)
+                area = pair_weights(kept)
+                count = pair_weights(kept.assign(one=1.0), value="one")
+                pre = area.index.get_level_values(0).to_numpy(np.uint64)
+                post = area.index.get_level_values(1).to_numpy(np.uint64)
+                entries = [[int(r), int(c), int(n), round(float(a), 6)] for r, c, n, a in
+                           zip(pos.loc[post].to_numpy(), pos.loc[pre].to_numpy(), count.to_numpy(), area.to_numpy())]
+                self._matrix = {"version": self.version, "value": "area_um2",
+                                "cells": [{"id": str(i), "type": self.cell_types.get(int(i), "")} for i in self.order.tolist()],
+                                "entries": entries, "max_area_um2": float(area.max()) if len(area) else 0.0}
+            return self._matrix
+
+    def dense_matrices(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """(area, count) DataFrames of the reviewed synapses over the matrix axes (`wiring_matrix`)."""
+        kept = filter_synapses(self.reviewed_synapses(), **self.filters)
+        return wiring_matrix(kept, self.order), wiring_matrix(kept, self.order, value="count")
+
+    def synapse_row(self, synapse_id: int) -> int:
+        i = self.row_of_id.get(np.uint64(synapse_id))
+        if i is None:
+            raise KeyError(synapse_id)
+        return int(i)
+
+    # ---------------------------------------------------------------- deciding
+    def decide_synapse(self, synapse_id: int, decision: str, who: str) -> dict:
+        """Apply and store one decision (accept | reject | flip); returns {"seq", "row", "pairs"} where pairs are
+        the (pre, post) cell pairs whose matrix entries may have changed."""
+        if decision not in DECISIONS:
+            raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
+        with self.lock:
+            i = self.synapse_row(synapse_id)
+            s = self.synapses
+            pre, post, status = int(s.at[i, "pre_cell"]), int(s.at[i, "post_cell"]), str(s.at[i, "status"])
+            previous = {"pre_cell": str(pre), "post_cell": str(post), "status": status}
+            new_pre, new_post = (post, pre) if decision == "flip" else (pre, post)
+            new_status = STATUS.get(decision, "accepted" if status == "pending" else status)
+            value = {"pre_cell": str(new_pre), "post_cell": str(new_post), "status": new_status}
+            lo, hi = sorted((pre, post))
+            seq = self.store.record_synapse(key=s.at[i, "key"], cell_a=lo, cell_b=hi,
+                                            xyz=(s.at[i, "x"], s.at[i, "y"], s.at[i, "z"]), synapse_id=synapse_id,
+                                            decision=decision, who=who, previous=previous, value=value)
+            self._set_row(i, new_pre, new_post, new_status)
+            self.version += 1
+            return {"seq": seq, "row": i, "pairs": sorted({(pre, post), (new_pre, new_post)})}
+
+    def decide_cell(self, cell_id: int, cell_type: str, who: str) -> dict:
+        """Store a cell-type correction; the matrix axes are re-sorted by the new types."""
+        with self.lock:
+            if cell_id not in self.cell_types:
+                raise KeyError(cell_id)
+            previous = self.cell_types[cell_id]
+            seq = self.store.record_cell(cell=cell_id, cell_type=cell_type, who=who, previous=previous)
+            self.cell_types[cell_id] = cell_type
+            self._order()
+            self.version += 1
+            return {"seq": seq, "previous": previous}
+
+
+def export_reviewed(reviewed: ReviewedAnalysis, out_dir) -> list[Path]:
+    """Write the reviewed tables: reviewed_synapses.csv, reviewed_cells.csv, reviewed_matrix.csv,
+    reviewed_matrix_counts.csv (matrix layout as tables/matrix.csv); atomic writes; returns the paths."""
+    from syconn_ng.connectome.matrix import matrix_to_csv
+    from syconn_ng.layers import atomic_write_text
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    area, count = reviewed.dense_matrices()
+    files = {"reviewed_synapses.csv": reviewed.reviewed_synapses().to_csv(index=False),
+             "reviewed_cells.csv": reviewed.reviewed_cells().to_csv(index=False),
+             "reviewed_matrix.csv": matrix_to_csv(area), "reviewed_matrix_counts.csv": matrix_to_csv(count, None)}
+    for name, text in files.items():
+        atomic_write_text(out / name, text)
+    return [out / n for n in files]
