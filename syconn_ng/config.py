@@ -138,7 +138,7 @@ class SynapsesConfig:
     vc_dist_nm: float = _f(500.0, "vesicle clouds of a partner whose centroid lies within this distance of the sj count for that side (SyConn2: 500)")
     mi_dist_nm: float = _f(1000.0, "the same for mitochondria (SyConn2: 1000)")
     cleft_thickness_nm: float = _f(36.0, "synaptic area = sj voxels x voxel volume / this thickness (the synthetic tissue's sj is the cleft +- 18 nm)")
-    symmetric_band_ratio: float = _f(0.83, "type_model = 'threshold': a synapse is symmetric if its postsynaptic band is brighter than this fraction of the post cell's cytoplasm (thin density)")
+    symmetric_band_ratio: float = _f(0.85, "type_model = 'threshold': a synapse is symmetric if its postsynaptic band is brighter than this fraction of the post cell's cytoplasm (thin density)")
     min_probability: float = _f(0.5, "candidates with at least this synapse probability are synapses (SyConn2: 0.5)")
     model: str = _f("", "synapse forest (.skops); '' = the bundled one (synthetic tissue); 'none' = rule: an sj on a contact with a vesicle cloud")
     type_model: str = _f("", "synapse-type forest (.skops); '' = the bundled one; 'threshold' = the symmetric_band_ratio rule")

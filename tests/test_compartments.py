@@ -23,9 +23,9 @@ from syconn_ng.io.annotation import read_annotation, write_annotation
 from syconn_ng.io.skeleton import Node, Parameters, Skeleton, Tree
 
 # Measured on seed 1 with the bundled forests (docs/compartments.md); floors 0.05 below.
-ACCURACY_FLOOR = 0.89
-DENDRITE_F1_FLOOR = 0.83
-SPINE_NECK_F1_FLOOR = 0.40
+ACCURACY_FLOOR = 0.93
+DENDRITE_F1_FLOOR = 0.91
+SPINE_NECK_F1_FLOOR = 0.70
 
 
 def chain(n: int, spacing_nm: float = 100.0, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -71,7 +69,6 @@ def _get(scores, key):
 
 def dependants(stage: str) -> set[str]:
     """The registered stages downstream of `stage` (through `upstream()`), in any order."""
-    from syconn_ng.analysis import Analysis  # noqa: F401  (stages' upstream() needs an analysis only for oracle flags)
     from syconn_ng.stages import get_stage
 
     graph = {}

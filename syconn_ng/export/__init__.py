@@ -438,22 +438,25 @@ def _write_state(stage: Path, prefix: str, raw_url: str | None, cells: np.ndarra
 
     names = [n for n in LAYERS if (stage / n / "info").is_file() or (n == "raw" and raw_url is not None)]
     layers = layer_specs(stage, source_url, names=names)
-    centre = _centre_vx(stage, analysis)
+    centre, size = _extent_vx(stage, analysis)
     selected = cells if len(cells) <= SELECT_ALL_UP_TO else ()
-    state = viewer_state(layers, position_vx=centre, voxel_size_nm=voxel_size_nm, selected=selected)
+    # 2D panels fit the volume's x-y extent into ~400 pixels; the 3D panel shows the whole volume
+    state = viewer_state(layers, position_vx=centre, voxel_size_nm=voxel_size_nm, selected=selected,
+                         cross_section_scale=max(max(size[:2]) / 400.0, 0.05), projection_scale=2.0 * max(size))
     (stage / "state.json").write_text(json.dumps(state, indent=1) + "\n")
 
 
-def _centre_vx(stage: Path, analysis) -> list[float]:
-    """The middle of the exported volume (the first exported volume layer's bounds), 0-based voxels."""
+def _extent_vx(stage: Path, analysis) -> tuple[list[float], list[int]]:
+    """Middle (0-based voxels) and size of the exported volume (the first exported volume layer, else the raw EM)."""
     for name in ("cells", "raw", "mi", "vc", "sj"):
         if (stage / name / "info").is_file():
             scale = json.loads((stage / name / "info").read_text())["scales"][0]
-            return [float(o + s // 2) for o, s in zip(scale.get("voxel_offset", (0, 0, 0)), scale["size"])]
+            offset, size = scale.get("voxel_offset", (0, 0, 0)), scale["size"]
+            return [float(o + s // 2) for o, s in zip(offset, size)], [int(s) for s in size]
     from syconn_ng.layers import layer_box, open_layer
 
     box = layer_box(open_layer(analysis.raw_layer))
-    return [float((a + b) // 2) for a, b in zip(box.start, box.stop)]
+    return [float((a + b) // 2) for a, b in zip(box.start, box.stop)], list(box.shape)
 
 
 def _swap_in(stage: Path, dest: Path) -> None:

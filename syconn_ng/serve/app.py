@@ -149,16 +149,10 @@ class Context:
             return self._matrix_cache[1]
 
     def pair_entries(self, pairs) -> list:
-        """Current matrix entries [post_index, pre_index, count, area] of the given (pre, post) pairs (0s if gone)."""
-        m = self.reviewed.matrix()
-        index = {int(c["id"]): k for k, c in enumerate(m["cells"])}
-        have = {(e[0], e[1]): e for e in m["entries"]}
-        out = []
-        for pre, post in pairs:
-            if pre in index and post in index:
-                rc = (index[post], index[pre])
-                out.append(have.get(rc, [rc[0], rc[1], 0, 0.0]))
-        return out
+        """Current matrix entries [post_index, pre_index, count, area] of the given (pre, post) pairs (count 0 if gone)."""
+        r = self.reviewed
+        with r.lock:
+            return [r.pair_entry(pre, post) for pre, post in pairs if pre in r.index and post in r.index]
 
     def nodes_of(self, cell_id: int):
         """The traced nodes of a cell with their compartments (None if the cell has none)."""

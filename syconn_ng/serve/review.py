@@ -184,6 +184,7 @@ class ReviewedAnalysis:
         self.type_order = tuple(cfg.type_order)
         self.version = 0
         self._matrix = None
+        self._pairs = self._pair_sums(filter_synapses(self.reviewed_synapses(), **self.filters))
         self._order()
 
     # ---------------------------------------------------------------- loading
@@ -204,9 +205,33 @@ class ReviewedAnalysis:
         s.at[i, "status"] = status
 
     def _order(self):
-        """The matrix axes: every cell with a synapse in the pipeline's filtered table (reviews change values, not axes)."""
+        """The matrix axes: every cell with a synapse passing the `[connectome]` filters, rejected ones included
+        (a rejection changes a value, not the axes), sorted by (reviewed) type then id."""
         base = filter_synapses(self.synapses, **self.filters)
         self.order, _ = matrix_cells(base, self._cell_table(), self.type_order)
+        self.index = {int(c): k for k, c in enumerate(self.order.tolist())}
+
+    @staticmethod
+    def _pair_sums(kept: pd.DataFrame) -> dict:
+        """{(pre, post): [count, summed area_um2]} of a filtered synapse table (`pair_weights`)."""
+        area = pair_weights(kept)
+        count = pair_weights(kept.assign(one=1.0), value="one")
+        return {(int(a), int(b)): [int(n), float(w)] for (a, b), n, w in zip(area.index, count.to_numpy(), area.to_numpy())}
+
+    def _counted(self, i: int) -> bool:
+        """Row i is in the matrix: not rejected and passing the filters (a flip swaps compartments, so check again)."""
+        s = self.synapses
+        return s.at[i, "status"] != "rejected" and len(filter_synapses(s.iloc[[i]], **self.filters)) == 1
+
+    def _add(self, i: int, sign: int):
+        s = self.synapses
+        key = (int(s.at[i, "pre_cell"]), int(s.at[i, "post_cell"]))
+        n, w = self._pairs.get(key, (0, 0.0))
+        n, w = n + sign, w + sign * float(s.at[i, "area_um2"])
+        if n > 0:
+            self._pairs[key] = [n, w]
+        else:
+            self._pairs.pop(key, None)
 
     def _cell_table(self) -> pd.DataFrame:
         return pd.DataFrame({"id": np.array(list(self.cell_types), dtype=np.uint64), "type": list(self.cell_types.values())})
@@ -230,18 +255,16 @@ class ReviewedAnalysis:
         over the matrix axes (cached until the next decision)."""
         with self.lock:
             if self._matrix is None or self._matrix["version"] != self.version:
-                kept = filter_synapses(self.reviewed_synapses(), **self.filters)
-                pos = pd.Series(np.arange(len(self.order)), index=self.order)
-                area = pair_weights(kept)
-                count = pair_weights(kept.assign(one=1.0), value="one")
-                pre = area.index.get_level_values(0).to_numpy(np.uint64)
-                post = area.index.get_level_values(1).to_numpy(np.uint64)
-                entries = [[int(r), int(c), int(n), round(float(a), 6)] for r, c, n, a in
-                           zip(pos.loc[post].to_numpy(), pos.loc[pre].to_numpy(), count.to_numpy(), area.to_numpy())]
+                entries = [self.pair_entry(pre, post) for pre, post in self._pairs]
                 self._matrix = {"version": self.version, "value": "area_um2",
                                 "cells": [{"id": str(i), "type": self.cell_types.get(int(i), "")} for i in self.order.tolist()],
-                                "entries": entries, "max_area_um2": float(area.max()) if len(area) else 0.0}
+                                "entries": entries, "max_area_um2": max((e[3] for e in entries), default=0.0)}
             return self._matrix
+
+    def pair_entry(self, pre: int, post: int) -> list:
+        """[post_index, pre_index, count, area_um2] of one pair now (count 0 when none is left)."""
+        n, w = self._pairs.get((pre, post), (0, 0.0))
+        return [self.index[post], self.index[pre], n, round(w, 6) if n else 0.0]
 
     def dense_matrices(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """(area, count) DataFrames of the reviewed synapses over the matrix axes (`wiring_matrix`)."""
@@ -272,7 +295,13 @@ class ReviewedAnalysis:
             seq = self.store.record_synapse(key=s.at[i, "key"], cell_a=lo, cell_b=hi,
                                             xyz=(s.at[i, "x"], s.at[i, "y"], s.at[i, "z"]), synapse_id=synapse_id,
                                             decision=decision, who=who, previous=previous, value=value)
+            if self._counted(i):
+                self._add(i, -1)
             self._set_row(i, new_pre, new_post, new_status)
+            if self._counted(i):
+                self._add(i, +1)
+                if new_pre not in self.index or new_post not in self.index:  # a flip made it pass the filters
+                    self._order()
             self.version += 1
             return {"seq": seq, "row": i, "pairs": sorted({(pre, post), (new_pre, new_post)})}
 
