@@ -152,7 +152,7 @@ class CompartmentsConfig:
     spine_model: str = _f("", "shaft / spine_head / spine_neck forest for dendrite nodes; '' = the bundled one")
     window_um: float = _f(3.0, "training: node features are summed over the skeleton within this path distance (SyConn: 6); prediction uses the model's")
     small_window_um: float = _f(0.5, "training: a second, small window (spines, varicosities); prediction uses the model's")
-    smooth_um: float = _f(1.0, "axon / dendrite / soma probabilities are averaged along the skeleton within this path distance (0 = off)")
+    smooth_um: float = _f(0.5, "axon / dendrite / soma probabilities are averaged along the skeleton within this path distance (0 = off)")
     spine_smooth_um: float = _f(0.0, "spine probabilities are averaged among dendrite nodes within this path distance (0 = off)")
     synonyms: dict = _f({}, "training labels: other node-comment names for the compartments, e.g. {bouton = \"axon\", head = \"spine_head\"}")
     n_estimators: int = _f(50, "training: trees per forest (measured: 200 unlimited trees gain < 0.005 accuracy at 4x the size)")

@@ -5,6 +5,7 @@ static server."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +188,9 @@ def test_exported_skeletons_carry_the_compartment_of_every_node(oracle_analysis,
     skel_dir = oracle_analysis / "layers" / "cells" / "skeletons_compartments"
     ids = sorted(int(p.name) for p in skel_dir.iterdir() if p.name.isdigit())
     cv = _vol(exported / "cells")
-    assert [a["id"] for a in cv.skeleton.meta.info["vertex_attributes"]] == ["radius", "compartment"]
+    attributes = cv.skeleton.meta.info["vertex_attributes"]
+    assert [a["id"] for a in attributes] == ["radius", "compartment"]
+    assert {a["data_type"] for a in attributes} == {"float32"}, "the client refuses 8-bit skeleton attributes"
     seen = set()
     for cell in ids:
         sk = cv.skeleton.get(cell)
@@ -441,6 +444,16 @@ def _wait_for_chroma(driver, rgb, *, at_least: int, absent=None, timeout: float 
         time.sleep(0.2)  # polling interval
 
 
+def _wait_for_text(driver, text: str, timeout: float = 30.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while text not in driver.execute_script("return document.body.innerText"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the page never showed {text!r}")
+        time.sleep(0.2)  # polling interval
+
+
 def load_exported_state(exported: Path, viewer) -> dict:
     """state.json of an export with its sources pointed at a static server for the folder, set on `viewer`."""
     import neuroglancer
@@ -451,13 +464,15 @@ def load_exported_state(exported: Path, viewer) -> dict:
     return state
 
 
-def test_neuroglancer_client_draws_the_exported_synapses_and_cell_meshes_from_a_static_server(oracle_analysis, exported, chromium):
+@pytest.mark.parametrize("form", ["unsharded", "sharded"])
+def test_neuroglancer_client_draws_the_exported_synapses_and_cell_meshes_from_a_static_server(oracle_analysis, form, request, chromium):
     import pandas as pd
     from browser import neuroglancer_viewer, panel_centre, wait_for_pixel
 
     from syconn_ng.compartments.outputs import TYPE_RGBA
     from syconn_ng.viewer_state import SYNAPSE_RGB
 
+    exported = request.getfixturevalue("exported" if form == "unsharded" else "exported_sharded")
     viewer = neuroglancer_viewer()
     state = load_exported_state(exported, viewer)
     assert {l["name"] for l in state["layers"]} == {"raw", "mi", "vc", "sj", "cells", "synapses"}
@@ -490,3 +505,62 @@ def test_neuroglancer_client_draws_the_exported_synapses_and_cell_meshes_from_a_
     with viewer.txn() as s:
         s.layers["cells"].segments = [int(second.id)]
     _wait_for_chroma(chromium, TYPE_RGBA[second.type][:3], at_least=100, absent=TYPE_RGBA[first.type][:3])
+    # segment properties: the client lists the cells of a type for the query "#TYPE"
+    n_type = int((cells.type == first.type).sum())
+    with viewer.txn() as s:
+        s.selected_layer.layer = "cells"
+        s.selected_layer.visible = True
+        s.layers["cells"].tab = "segments"
+        s.layers["cells"].segment_query = f"#{first.type}"
+    _wait_for_text(chromium, f"{n_type} match /{len(cells)} total ids")
+    # every sub-source loads (8-bit skeleton attributes would show "Data type not supported by WebGL" here)
+    with viewer.txn() as s:
+        s.layers["cells"].tab = "source"
+    _wait_for_text(chromium, "skeletons")
+    _wait_for_text(chromium, "segment property map")
+    assert "not supported" not in chromium.execute_script("return document.body.innerText")
+    if form == "unsharded" and os.environ.get("SYCONN_DOCS_IMG"):  # docs/export.md's picture: the state as exported, at a synapse
+        _docs_screenshot(viewer, state, _synapses(oracle_analysis).iloc[0], chromium, Path(os.environ["SYCONN_DOCS_IMG"]))
+
+
+def _docs_screenshot(viewer, state, synapse, driver, out_dir: Path) -> None:
+    import neuroglancer
+    from browser import panel_centre, wait_for_pixel
+    from PIL import Image
+
+    from syconn_ng.viewer_state import SYNAPSE_RGB
+
+    state = dict(state, position=[synapse.x + 0.5, synapse.y + 0.5, synapse.z + 0.5], crossSectionScale=0.3)
+    viewer.set_state(neuroglancer.ViewerState(state))
+    cx, cy = panel_centre(driver)
+    img = wait_for_pixel(driver, int(cx), int(cy), tuple(round(255 * c) for c in SYNAPSE_RGB[synapse.type]), timeout=60, radius=2,
+                         tolerance=10)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img).save(out_dir / "export_neuroglancer.png")
+
+
+def test_raw_can_be_copied_referenced_or_left_out(oracle_analysis, tmp_path):
+    from syconn_ng.export import export_analysis
+
+    def raw_source(dest):
+        state = json.loads((dest / "state.json").read_text())
+        return next((l["source"] for l in state["layers"] if l["name"] == "raw"), None)
+
+    export_analysis(oracle_analysis, tmp_path / "copy", layers=["raw", "cells"], raw="copy")
+    assert raw_source(tmp_path / "copy") == "precomputed://http://127.0.0.1:8000/raw"  # the default prefix of a local DEST
+    np.testing.assert_array_equal(_vol(tmp_path / "copy" / "raw")[:], _vol(oracle_analysis / "raw")[:])
+    ref = export_analysis(oracle_analysis, tmp_path / "ref", layers=["raw", "cells"], raw="reference")
+    assert not (tmp_path / "ref" / "raw").exists()
+    assert raw_source(tmp_path / "ref") == "precomputed://file://" + str((oracle_analysis / "raw").resolve())
+    assert any("cannot read" in n for n in ref.notes), "a local path is not shareable: the export says so"
+    export_analysis(oracle_analysis, tmp_path / "none", layers=["raw", "cells"], raw="none")
+    assert raw_source(tmp_path / "none") is None and not (tmp_path / "none" / "raw").exists()
+
+
+def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(oracle_analysis, tmp_path):
+    from syconn_ng.export import export_analysis
+
+    leftover = tmp_path / ".share.tmp-killed"
+    (leftover / "cells").mkdir(parents=True)
+    export_analysis(oracle_analysis, tmp_path / "share", layers=["synapses"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["share"]

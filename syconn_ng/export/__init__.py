@@ -155,9 +155,26 @@ def copy_meshes(src: Path, dst: Path, ids: np.ndarray | None) -> int:
     return n
 
 
+def float32_attributes(data: bytes, attributes: list[dict]) -> bytes:
+    """A precomputed skeleton (spec layout) with every vertex attribute re-encoded as float32.
+
+    Neuroglancer's client refuses 8- and 16-bit skeleton attributes ("Data type not supported by WebGL:
+    UINT8") and then drops the layer's skeletons; float32 holds the small codes exactly.
+    """
+    n, m = (int(v) for v in np.frombuffer(data[:8], "<u4"))
+    out, pos = [data[:8 + 12 * n + 8 * m]], 8 + 12 * n + 8 * m
+    for a in attributes:
+        dt = np.dtype(a["data_type"]).newbyteorder("<")
+        count = n * int(a.get("num_components", 1))
+        values = np.frombuffer(data, dt, count, pos)
+        pos += count * dt.itemsize
+        out.append(values.astype("<f4").tobytes())
+    return b"".join(out)
+
+
 def copy_skeletons(cells_layer: Path, dst: Path, ids: np.ndarray | None) -> tuple[int, str]:
     """Skeletons of `ids` (None = all): the compartments stage's (with the `compartment` vertex attribute) when
-    present, else the hulls stage's. Returns (count, which source)."""
+    present, else the hulls stage's; vertex attributes as float32 (`float32_attributes`). Returns (count, which source)."""
     src = cells_layer / COMPARTMENT_SKELETONS
     which = "compartments"
     if not (src / "info").is_file():
@@ -166,12 +183,14 @@ def copy_skeletons(cells_layer: Path, dst: Path, ids: np.ndarray | None) -> tupl
     info = json.loads((src / "info").read_text())
     if info.get("spatial_index", 0) is None:
         info.pop("spatial_index")
+    attributes = info.get("vertex_attributes", [])
+    info["vertex_attributes"] = [{**a, "data_type": "float32"} for a in attributes]
     (dst / "info").write_text(json.dumps(info, indent=1) + "\n")
     wanted = None if ids is None else {str(int(i)) for i in ids}
     n = 0
     for f in sorted(src.iterdir()):
         if f.is_file() and f.name.isdigit() and (wanted is None or f.name in wanted):
-            shutil.copy2(f, dst / f.name)
+            (dst / f.name).write_bytes(float32_attributes(f.read_bytes(), attributes))
             n += 1
     return n, which
 
@@ -251,6 +270,9 @@ def export_analysis(analysis_dir, dest, *, layers=None, cells=(), types=(), min_
     # staged beside a local DEST (the final rename stays on one file system), in the temp folder for a remote one
     staging_parent = local.parent if local is not None else Path(tempfile.gettempdir())
     staging_parent.mkdir(parents=True, exist_ok=True)
+    if local is not None:
+        for leftover in staging_parent.glob(f".{local.name}.tmp-*"):  # from a killed export to the same DEST
+            shutil.rmtree(leftover, ignore_errors=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{local.name if local else 'export'}.tmp-", dir=staging_parent))
     try:
         vs = analysis.voxel_size_nm

@@ -205,12 +205,8 @@ class SynapseReviewHandler(BaseHandler):
             done = r.decide_synapse(self.parse_id(syn), decision, self.reviewer(body))
         except KeyError:
             raise tornado.web.HTTPError(404, f"no synapse {syn}")
-        with r.lock:
-            row = synapse_json(r.synapses.iloc[done["row"]].to_dict())
-            event = {"type": "review", "version": r.version, "synapse": row, "decision": decision,
-                     "entries": self.ctx.pair_entries(done["pairs"])}
-        self.ctx.hub.broadcast(event)
-        self.write_json({"seq": done["seq"], "version": event["version"], "synapse": row})
+        row = self.ctx.review_event(done, decision)
+        self.write_json({"seq": done["seq"], "version": r.version, "synapse": row})
 
 
 class CellReviewHandler(BaseHandler):

@@ -154,6 +154,21 @@ class Context:
         with r.lock:
             return [r.pair_entry(pre, post) for pre, post in pairs if pre in r.index and post in r.index]
 
+    def review_event(self, done: dict, decision: str) -> dict:
+        """Tell every page about a synapse decision (the changed matrix entries, or a full reload if the axes
+        changed); returns the synapse as JSON."""
+        from syconn_ng.serve.api import synapse_json
+
+        r = self.reviewed
+        with r.lock:
+            row = synapse_json(r.synapses.iloc[done["row"]].to_dict())
+            event = {"type": "review", "version": r.version, "synapse": row, "decision": decision,
+                     "entries": self.pair_entries(done["pairs"])}
+        self.hub.broadcast(event)
+        if done["reordered"]:
+            self.hub.broadcast({"type": "matrix", "version": event["version"]})
+        return row
+
     def nodes_of(self, cell_id: int):
         """The traced nodes of a cell with their compartments (None if the cell has none)."""
         import pandas as pd

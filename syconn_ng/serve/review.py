@@ -279,8 +279,8 @@ class ReviewedAnalysis:
 
     # ---------------------------------------------------------------- deciding
     def decide_synapse(self, synapse_id: int, decision: str, who: str) -> dict:
-        """Apply and store one decision (accept | reject | flip); returns {"seq", "row", "pairs"} where pairs are
-        the (pre, post) cell pairs whose matrix entries may have changed."""
+        """Apply and store one decision (accept | reject | flip); returns {"seq", "row", "pairs", "reordered"}: pairs are
+        the (pre, post) cell pairs whose matrix entries may have changed; reordered, whether the matrix axes changed."""
         if decision not in DECISIONS:
             raise ValueError(f"decision must be one of {DECISIONS}, got {decision!r}")
         with self.lock:
@@ -298,12 +298,14 @@ class ReviewedAnalysis:
             if self._counted(i):
                 self._add(i, -1)
             self._set_row(i, new_pre, new_post, new_status)
+            reordered = False
             if self._counted(i):
                 self._add(i, +1)
                 if new_pre not in self.index or new_post not in self.index:  # a flip made it pass the filters
                     self._order()
+                    reordered = True
             self.version += 1
-            return {"seq": seq, "row": i, "pairs": sorted({(pre, post), (new_pre, new_post)})}
+            return {"seq": seq, "row": i, "pairs": sorted({(pre, post), (new_pre, new_post)}), "reordered": reordered}
 
     def decide_cell(self, cell_id: int, cell_type: str, who: str) -> dict:
         """Store a cell-type correction; the matrix axes are re-sorted by the new types."""

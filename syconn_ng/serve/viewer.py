@@ -90,10 +90,10 @@ class ReviewViewer:
 
     def _changed(self):
         try:
-            cells = self.viewer.state.layers["cells"]
-        except (KeyError, ValueError):
+            segments = self.viewer.state.layers["cells"].segments
+        except (KeyError, ValueError, AttributeError):  # no cells layer (yet)
             return
-        ids = sorted(int(i) for i in cells.segments)
+        ids = sorted(int(i) for i in segments)
         if ids != self._segments:
             self._segments = ids
             self.ctx.segments_changed(ids)
@@ -103,14 +103,8 @@ class ReviewViewer:
         if syn is None:
             self._status(f"no synapse under the cursor to {decision}")
             return
-        from syconn_ng.serve.api import synapse_json
-
-        r = self.ctx.reviewed
-        done = r.decide_synapse(syn, decision, "neuroglancer")
-        with r.lock:
-            row = synapse_json(r.synapses.iloc[done["row"]].to_dict())
-        self.ctx.hub.broadcast({"type": "review", "version": r.version, "synapse": row, "decision": decision,
-                                "entries": self.ctx.pair_entries(done["pairs"])})
+        done = self.ctx.reviewed.decide_synapse(syn, decision, "neuroglancer")
+        self.ctx.review_event(done, decision)
         self._status(f"synapse {syn}: {decision}")
 
     def _synapse_under_cursor(self, action_state) -> int | None:
