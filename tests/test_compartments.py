@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 
 from compartments_data import compartments_analysis
 from syconn_ng.compartments.features import CellGraph, adjacency, node_features, terminal_segments, window_sums
-from syconn_ng.compartments.forest import Forest, fit_forest, load_forest, save_forest
+from syconn_ng.compartments.forest import fit_forest, load_forest, save_forest
 from syconn_ng.compartments.labels import read_cell_labels, read_node_labels
 from syconn_ng.compartments.smoothing import smooth_probabilities
 from syconn_ng.errors import InputError
@@ -118,6 +117,10 @@ def test_node_labels_accept_case_spaces_and_synonyms(tmp_path):
     df = read_node_labels([f], synonyms={"bouton": "axon"})
     assert df["label"].tolist() == ["axon", "spine_head", "spine_neck", "axon", "dendrite"]
     assert df["node"].tolist() == [1, 2, 3, 5, 6] and set(df["cell"]) == {7}
+    with pytest.raises(InputError, match="synonym 'bouton' maps to 'terminal'"):
+        read_node_labels([f], synonyms={"bouton": "terminal"})
+    with pytest.raises(InputError, match="must map to a name"):
+        read_node_labels([f], synonyms={"bouton": 3})
 
 
 def test_unknown_node_labels_are_listed_not_dropped(tmp_path):
@@ -242,6 +245,7 @@ def test_compartment_skeletons_carry_a_compartment_vertex_attribute(analysis):
     d = Path(analysis.root) / "layers" / "cells" / "skeletons_compartments"
     info = json.loads((d / "info").read_text())
     assert [a["id"] for a in info["vertex_attributes"]] == ["radius", "compartment"]
+    assert {a["data_type"] for a in info["vertex_attributes"]} == {"float32"}  # Neuroglancer's renderer refuses 8-bit attributes
     table = pd.read_csv(analysis.tables_dir / "compartments.csv")
     cell = int(table.groupby("cell").size().idxmax())
     sk = CvSkeleton.from_precomputed((d / str(cell)).read_bytes(), segid=cell, vertex_attributes=info["vertex_attributes"])
@@ -326,3 +330,10 @@ def test_stage_refuses_a_model_whose_features_do_not_match(analysis, tmp_path):
     write_config(cfg, root)
     with pytest.raises(InputError, match=r"model features do not match .*missing \["):
         STAGE.prepare(Analysis.open(root), fresh=True)
+
+
+def test_train_needs_labels_or_the_synthetic_recipe(analysis, tmp_path):
+    r = run_cli("train", "spines", "--analysis", analysis.root, "--out", tmp_path / "s.skops")
+    assert r.returncode == 2 and "give --analysis and --labels, or --synthetic WORKDIR" in r.stderr
+    r = run_cli("train", "spines", "--analysis", analysis.root, "--labels", "x/*.k.zip", "--synthetic", tmp_path, "--out", tmp_path / "s.skops")
+    assert r.returncode == 2 and "--synthetic replaces --analysis and --labels" in r.stderr

@@ -143,7 +143,7 @@ def _skeleton_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(vertices nm, compartment codes) of a precomputed skeleton file with radius + compartment attributes (spec layout)."""
     raw = path.read_bytes()
     n, m = (int(v) for v in np.frombuffer(raw[:8], "<u4"))
-    return np.frombuffer(raw[8:8 + 12 * n], "<f4").reshape(n, 3), np.frombuffer(raw[8 + 12 * n + 8 * m + 4 * n:], "u1")
+    return np.frombuffer(raw[8:8 + 12 * n], "<f4").reshape(n, 3), np.frombuffer(raw[8 + 12 * n + 8 * m + 4 * n:], "<f4")
 
 
 def _annotation_source(path):
@@ -333,6 +333,9 @@ def test_reviewed_only_exports_the_accepted_synapses_in_their_reviewed_direction
     first, second = int(syn["id"].iloc[0]), int(syn["id"].iloc[1])
     reviewed.decide_synapse(first, "accept", "tester")
     reviewed.decide_synapse(second, "flip", "tester")
+    cell = int(syn["post_cell"].iloc[0])
+    new_type = "GP" if reviewed.cell_types[cell] != "GP" else "INT"
+    reviewed.decide_cell(cell, new_type, "tester")
     reviewed.store.close()
     copy = tmp_path / "ana"
     import shutil
@@ -347,6 +350,10 @@ def test_reviewed_only_exports_the_accepted_synapses_in_their_reviewed_direction
     original = syn.set_index("id").loc[second]
     assert (flipped.pre_cell, flipped.post_cell) == (original.post_cell, original.pre_cell)
     assert list(out.columns) == list(syn.columns)
+    cells = pd.read_csv(tmp_path / "rev" / "cells.csv").set_index("id")
+    assert cells.loc[cell, "type"] == new_type, "the reviewer's cell type is exported"
+    props = json.loads((tmp_path / "rev" / "cells" / "segment_properties" / "info").read_text())["inline"]
+    assert props["properties"][0]["values"][props["ids"].index(str(cell))] == new_type
 
 
 def test_a_non_empty_dest_is_refused_unless_overwrite(oracle_analysis, tmp_path):
@@ -564,3 +571,41 @@ def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(oracle_an
     (leftover / "cells").mkdir(parents=True)
     export_analysis(oracle_analysis, tmp_path / "share", layers=["synapses"])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["share"]
+
+
+def test_sharded_annotation_indices_hold_every_level_and_id_of_the_unsharded_layer(tmp_path):
+    import shutil
+
+    from cloudvolume import Bbox
+    from cloudvolume.datasource.precomputed.common import compressed_morton_code
+    from test_annotations import read_spatial
+
+    from syconn_ng.annotations import write_annotations
+    from syconn_ng.export.sharded import compressed_morton, shard_annotations
+
+    rng = np.random.default_rng(3)
+    for grid in ([1, 1, 1], [4, 2, 1], [8, 8, 4], [5, 3, 7]):
+        cells = rng.integers(0, grid, (20, 3))
+        assert [compressed_morton(c, grid) for c in cells] == compressed_morton_code(cells, grid).tolist()
+    n = 3000
+    pts = rng.uniform(0, [400, 300, 100], (n, 3))
+    ids = np.arange(1, n + 1, dtype=np.uint64) * 7
+    pre = rng.integers(1, 50, n).astype(np.uint64)
+    write_annotations(tmp_path / "plain", ids=ids, points_vx=pts, voxel_size_nm=VS, max_per_cell=100,
+                      properties={"area": rng.random(n).astype(np.float32)}, relationships={"pre_cell": pre})
+    shutil.copytree(tmp_path / "plain", tmp_path / "sharded")
+    shard_annotations(tmp_path / "sharded")
+    info = json.loads((tmp_path / "plain" / "info").read_text())
+    assert len(info["spatial"]) >= 3
+    reader = _annotation_source(tmp_path / "sharded").reader
+    bounds = Bbox(info["lower_bound"], info["upper_bound"])
+    by_level = {}
+    for level, _, entries in read_spatial(tmp_path / "plain", info):
+        by_level.setdefault(level, []).extend(a for a, _ in entries)
+    for level, listed in by_level.items():
+        got = reader.get_by_bbox(bounds, mip=level).ids.tolist()
+        assert sorted(set(got)) == sorted(set(listed)), f"level {level}"
+    for i in (0, n // 2, n - 1):
+        np.testing.assert_allclose(reader.get_by_id(int(ids[i])).geometry[0], pts[i] + 0.5, rtol=1e-6)
+    assert sorted(reader.get_by_relationship("pre_cell", 7).ids.tolist()) == sorted(ids[pre == 7].tolist())
+    assert sum(1 for _ in (tmp_path / "sharded").rglob("*.shard")) < sum(1 for _ in (tmp_path / "plain").rglob("*")) / 50

@@ -23,8 +23,10 @@ from tornado.websocket import websocket_connect
 from pipeline_data import analysis
 from serve_data import copy_analysis, synthetic_analysis
 from syconn_ng.connectome.matrix import filter_synapses, read_matrix_csv, wiring_matrix
-from syconn_ng.errors import ConfigError
+from syconn_ng.errors import ConfigError, SyconnError
 from syconn_ng.serve.app import ReviewServer
+
+pytestmark = pytest.mark.xdist_group("serve")  # one worker: one server module at a time, one Chromium
 
 
 @pytest.fixture
@@ -201,12 +203,35 @@ def test_path_traversal_never_reads_outside_the_layers(ana, start, tmp_path):
 def test_binding_beyond_loopback_needs_a_token_and_then_guards_reads(ana, start):
     with pytest.raises(ConfigError, match="needs a token"):
         ReviewServer(ana, port=0, bind="0.0.0.0")
+    with pytest.raises(SyconnError, match="at least 16"):
+        ReviewServer(ana, port=0, bind="0.0.0.0", token="short")
     srv = start(ana, bind="0.0.0.0", token="t" * 24)
     assert status_of(lambda: get(srv, "/api/v1/health")) == 401
     assert get(srv, "/api/v1/health", headers={"Authorization": "Bearer " + "t" * 24})["status"] == "ok"
 
+    async def socket(query):
+        ws = await websocket_connect(f"ws://127.0.0.1:{srv.port}/api/v1/ws{query}")
+        hello = json.loads(await ws.read_message())
+        ws.close()
+        return hello
+
+    with pytest.raises(HTTPClientError) as err:
+        asyncio.run(socket(""))
+    assert err.value.code == 401
+    assert asyncio.run(socket("?token=" + "t" * 24))["type"] == "hello"
+    assert raw_get(srv, "/layers/cells/info")[0] == 401  # layer data too: the token is part of the viewer's data URL
+    assert raw_get(srv, "/t/wrong/layers/cells/info")[0] == 401
+    code, body = raw_get(srv, f"/t/{'t' * 24}/layers/cells/info")
+    assert code == 200 and "scales" in json.loads(body)
+
 
 # ---------------------------------------------------------------------- review
+
+
+def test_a_busy_port_is_one_clear_error(ana, start):
+    first = start(ana)
+    with pytest.raises(SyconnError, match=f"cannot listen on 127.0.0.1:{first.port}"):
+        ReviewServer(ana, port=first.port).start()
 
 
 def test_review_decisions_are_logged_with_who_when_and_previous_value(ana, start):
@@ -227,6 +252,34 @@ def test_review_decisions_are_logged_with_who_when_and_previous_value(ana, start
     assert (log[0]["kind"], log[0]["target"], log[0]["previous"], log[0]["value"]) == ("cell", str(cell), old, new)
     got = get(srv, f"/api/v1/cells/{cell}")
     assert got["type"] == new and got["pipeline_type"] == old and got["reviewed"]
+
+
+def test_a_cell_type_correction_regroups_the_matrix_and_tells_every_page(ana, start):
+    srv = start(ana)
+    before = get(srv, "/api/v1/matrix")
+    moved = before["cells"][0]  # first of its type group
+    new = next(t for t in ("INT", "GP", "MSN", "EA") if t != moved["type"])
+
+    async def scenario():
+        ws = await websocket_connect(f"ws://127.0.0.1:{srv.port}/api/v1/ws")
+        await ws.read_message()  # hello
+        await AsyncHTTPClient().fetch(f"{srv.url}/api/v1/cells/{moved['id']}/review", method="POST", body=json.dumps({"type": new}),
+                                      headers={"Authorization": f"Bearer {srv.token}"})
+        event = json.loads(await asyncio.wait_for(ws.read_message(), 10))
+        ws.close()
+        return event
+
+    event = asyncio.run(scenario())
+    assert (event["type"], event["cell"], event["cell_type"]) == ("matrix", moved["id"], new)
+    after = get(srv, "/api/v1/matrix")
+    types = [c["type"] for c in after["cells"]]
+    position = [c["id"] for c in after["cells"]].index(moved["id"])
+    assert types[position] == new
+    order = {t: k for k, t in enumerate(("EA", "MSN", "GP", "INT"))}
+    assert [order[t] for t in types] == sorted(order[t] for t in types)  # still grouped by type
+    assert sorted(e[2] for e in after["entries"]) == sorted(e[2] for e in before["entries"])  # same synapses, new axes
+    assert served_matrix(srv).loc[np.uint64(int(moved["id"]))].sum() == pytest.approx(
+        read_matrix_csv(ana / "tables" / "matrix.csv").loc[np.uint64(int(moved["id"]))].sum())
 
 
 def test_reviews_survive_a_restart_and_a_pipeline_rerun_with_new_ids(ana, start):

@@ -16,6 +16,8 @@ from serve_data import copy_analysis
 from syconn_ng.serve.app import ReviewServer
 from syconn_ng.viewer_state import SYNAPSE_RGB, type_colours
 
+pytestmark = pytest.mark.xdist_group("serve")  # one worker: one server module at a time, one Chromium
+
 WINDOW = (1400, 800)
 PAIR_YELLOW = (255, 255, 0)
 

@@ -14,7 +14,6 @@ from syconn_ng.errors import InputError
 
 COMPARTMENTS = ("axon", "dendrite", "soma", "spine_head", "spine_neck")
 SPINE_CLASSES = ("shaft", "spine_head", "spine_neck")  # spine forest classes on dendrite nodes
-CELL_TYPES = ("EA", "MSN", "GP", "INT")  # defaults; the trained model's classes rule
 
 
 def normalise(text: str) -> str:
@@ -26,6 +25,8 @@ def label_lookup(vocabulary, synonyms: dict[str, str]) -> dict[str, str]:
     """{normalised name or synonym: vocabulary name}; a synonym naming no vocabulary entry is an error."""
     lut = {normalise(v): v for v in vocabulary}
     for alias, target in synonyms.items():
+        if not isinstance(target, str):
+            raise InputError("syconn.toml", f"synonym {alias!r} must map to a name, got {target!r}", element="synonyms")
         key = normalise(target)
         if key not in lut:
             raise InputError("syconn.toml", f"synonym {alias!r} maps to {target!r}, which is not one of {list(vocabulary)}",

@@ -10,7 +10,7 @@ import numpy as np
 
 from syconn_ng.layers import atomic_write_bytes, atomic_write_text
 
-COMPARTMENT_CODES = ("axon", "dendrite", "soma", "spine_head", "spine_neck")  # uint8 code = index; 255 = unknown
+COMPARTMENT_CODES = ("axon", "dendrite", "soma", "spine_head", "spine_neck")  # code = index; 255 = unknown
 UNKNOWN_CODE = 255
 # RGB per compartment code (also the shader's colours): axon blue, dendrite red, soma grey, head yellow, neck orange
 COMPARTMENT_RGB = ((0.2, 0.4, 1.0), (0.9, 0.15, 0.15), (0.6, 0.6, 0.6), (1.0, 0.9, 0.1), (1.0, 0.5, 0.0))
@@ -19,8 +19,8 @@ SKELETON_INFO = {
     "@type": "neuroglancer_skeletons",
     "transform": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0],
     "vertex_attributes": [{"id": "radius", "data_type": "float32", "num_components": 1},
-                          {"id": "compartment", "data_type": "uint8", "num_components": 1}],
-}
+                          {"id": "compartment", "data_type": "float32", "num_components": 1}],
+}  # Neuroglancer's skeleton renderer takes float32 attributes only; the codes are exact in float32
 # Neuroglancer skeleton shader colouring by the `compartment` attribute (docs/compartments.md)
 SHADER = "\n".join([
     "void main() {",
@@ -36,7 +36,7 @@ def encode_skeleton(vertices_nm: np.ndarray, edges: np.ndarray, radius_nm: np.nd
     v = np.ascontiguousarray(vertices_nm, dtype="<f4")
     e = np.ascontiguousarray(edges, dtype="<u4").reshape(-1, 2)
     head = np.array([len(v), len(e)], dtype="<u4").tobytes()
-    return head + v.tobytes() + e.tobytes() + np.asarray(radius_nm, dtype="<f4").tobytes() + np.asarray(compartment, dtype="u1").tobytes()
+    return head + v.tobytes() + e.tobytes() + np.asarray(radius_nm, dtype="<f4").tobytes() + np.asarray(compartment, dtype="<f4").tobytes()
 
 
 def write_skeleton_info(directory) -> None:

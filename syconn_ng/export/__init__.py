@@ -107,17 +107,18 @@ def filter_synapse_table(syn: pd.DataFrame, *, cells: np.ndarray | None, min_pro
     return syn[keep].reset_index(drop=True)
 
 
-def reviewed_synapses(analysis) -> tuple[pd.DataFrame | None, str]:
-    """The synapses a reviewer accepted (flips applied), from `review.sqlite`; (None, why) without reviews."""
+def reviewed_tables(analysis) -> tuple[pd.DataFrame | None, pd.DataFrame | None, str]:
+    """(the synapses a reviewer accepted, flips applied; the cell table with reviewed types) from `review.sqlite`,
+    or (None, None, why) without reviews."""
     path = analysis.root / "review.sqlite"
     if not path.is_file():
-        return None, f"{path.name} does not exist: no synapse has been reviewed, --reviewed-only ignored"
+        return None, None, f"{path.name} does not exist: no synapse has been reviewed, --reviewed-only ignored"
     from syconn_ng.serve.review import ReviewedAnalysis
 
     reviewed = ReviewedAnalysis(analysis, store_path=path)
     try:
         syn = reviewed.reviewed_synapses()
-        return syn[syn["status"] == "accepted"].reset_index(drop=True), ""
+        return syn[syn["status"] == "accepted"].reset_index(drop=True), reviewed.reviewed_cells(), ""
     finally:
         reviewed.store.close()
 
@@ -244,6 +245,16 @@ def export_analysis(analysis_dir, dest, *, layers=None, cells=(), types=(), min_
 
     tables = analysis.tables_dir
     cells_table = _read_table(tables / "cells.csv")
+    syn_all = _read_table(tables / "synapses.csv")
+    base = syn_all
+    if reviewed_only and syn_all is not None:
+        reviewed, reviewed_cells, why = reviewed_tables(analysis)
+        if reviewed is None:
+            summary.notes.append(why)
+        else:
+            base = reviewed[list(syn_all.columns)]
+            if cells_table is not None:
+                cells_table = reviewed_cells[list(cells_table.columns)]  # the reviewers' cell types
     nodes = _read_table(tables / "nodes.csv")
     traced = np.unique(np.concatenate([
         cells_table["id"].to_numpy(np.uint64) if cells_table is not None else np.zeros(0, np.uint64),
@@ -251,20 +262,10 @@ def export_analysis(analysis_dir, dest, *, layers=None, cells=(), types=(), min_
     selected = select_cells(cells_table, traced, ids=cells, types=types, source=tables / ("cells.csv" if cells_table is not None else "nodes.csv"))
     exported_cells = traced if selected is None else selected
     summary.cells = int(len(exported_cells))
-
-    syn_all = _read_table(tables / "synapses.csv")
-    syn = None
-    if syn_all is not None:
-        base = syn_all
-        if reviewed_only:
-            reviewed, why = reviewed_synapses(analysis)
-            if reviewed is None:
-                summary.notes.append(why)
-            else:
-                base = reviewed[list(syn_all.columns)]
-        syn = filter_synapse_table(base, cells=selected, min_probability=min_probability)
-        summary.synapses = len(syn)
-    unchanged_synapses = syn is not None and len(syn) == len(syn_all) and syn.equals(syn_all)
+    syn = None if base is None else filter_synapse_table(base, cells=selected, min_probability=min_probability)
+    summary.synapses = 0 if syn is None else len(syn)
+    unchanged_synapses = syn is not None and syn.equals(syn_all)
+    unchanged_cells = selected is None and cells_table is not None and cells_table.equals(_read_table(tables / "cells.csv"))
 
     local = None if remote else local_dir(to_cloudpath(dest_s)).resolve()
     # staged beside a local DEST (the final rename stays on one file system), in the temp folder for a remote one
@@ -276,12 +277,12 @@ def export_analysis(analysis_dir, dest, *, layers=None, cells=(), types=(), min_
     stage = Path(tempfile.mkdtemp(prefix=f".{local.name if local else 'export'}.tmp-", dir=staging_parent))
     try:
         vs = analysis.voxel_size_nm
-        raw_url = _export_layers(analysis, stage, wanted, selected, syn, cells_table, exported_cells, sharded, raw, summary, say)
-        _export_tables(analysis, stage, selected, syn, syn_all, unchanged_synapses, cells_table, summary)
+        raw_url = _export_layers(analysis, stage, wanted, selected, syn, cells_table, sharded, raw, summary, say)
+        _export_tables(analysis, stage, selected, syn, unchanged_cells, unchanged_synapses, cells_table, summary)
         _export_provenance(analysis, stage)
         prefix = (url_prefix or (dest_s if remote else LOCAL_URL_PREFIX)).rstrip("/")
         _write_state(stage, prefix, raw_url, exported_cells, vs, analysis)
-        (stage / "README.md").write_text(readme_text(analysis, summary, prefix=prefix, sharded=sharded, raw=raw_url, options={
+        (stage / "README.md").write_text(readme_text(analysis, summary, prefix=prefix, sharded=sharded, options={
             "layers": wanted, "cells": [int(c) for c in cells], "types": list(types), "min_probability": min_probability,
             "reviewed_only": reviewed_only, "sharded": sharded, "raw": raw}))
         summary.seconds = round(time.perf_counter() - t0, 3)
@@ -316,7 +317,7 @@ def _check_dest(dest: str, remote: bool, overwrite: bool) -> None:
         raise InputError(path, "is not empty: pass --overwrite to replace it")
 
 
-def _export_layers(analysis, stage: Path, wanted, selected, syn, cells_table, exported_cells, sharded, raw, summary, say) -> str | None:
+def _export_layers(analysis, stage: Path, wanted, selected, syn, cells_table, sharded, raw, summary, say) -> str | None:
     """Write every wanted layer that exists into `stage`; returns the raw EM's source URL for the state, if any."""
     from syconn_ng.export.sharded import shard_annotations, shard_skeletons
     from syconn_ng.export.volumes import copy_volume
@@ -401,7 +402,7 @@ def _export_raw(analysis, stage: Path, mode: str, sharded: bool, summary, say) -
     return "raw"
 
 
-def _export_tables(analysis, stage: Path, selected, syn, syn_all, unchanged_synapses, cells_table, summary) -> None:
+def _export_tables(analysis, stage: Path, selected, syn, unchanged_cells, unchanged_synapses, cells_table, summary) -> None:
     """cells.csv (the exported cells), synapses.csv (the exported synapses) and the matrices — copied when the
     synapse set is the analysis', else recomputed from the exported synapses with the `[connectome]` filters."""
     from syconn_ng.connectome.matrix import build_connectome, matrix_to_csv
@@ -409,7 +410,7 @@ def _export_tables(analysis, stage: Path, selected, syn, syn_all, unchanged_syna
     tables = analysis.tables_dir
     if cells_table is not None:
         rows = cells_table if selected is None else cells_table[cells_table["id"].isin(selected.astype(np.int64))]
-        if selected is None:
+        if unchanged_cells:
             shutil.copy2(tables / "cells.csv", stage / "cells.csv")
         else:
             rows.to_csv(stage / "cells.csv", index=False)
@@ -511,7 +512,7 @@ def _upload(stage: Path, dest: str, *, overwrite: bool, compress: bool) -> None:
         cf.delete(sorted(stale))
 
 
-def readme_text(analysis, summary: ExportSummary, *, prefix: str, sharded: bool, raw: str | None, options: dict) -> str:
+def readme_text(analysis, summary: ExportSummary, *, prefix: str, sharded: bool, options: dict) -> str:
     """README.md of an export: what it holds, how to open it, provenance, citation."""
     from syconn_ng.provenance import code_version
 
@@ -525,7 +526,11 @@ def readme_text(analysis, summary: ExportSummary, *, prefix: str, sharded: bool,
         f"The sources in `state.json` point at `{prefix}`. Serve this folder there with CORS and HTTP Range "
         "(any static server that honours both), open Neuroglancer and load the state "
         f"(`#!{prefix}/state.json` after the client's URL, or paste the JSON). To serve it somewhere else, run "
-        "`syconn-ng export` again with `--url-prefix URL`.", "",
+        "`syconn-ng export` again with `--url-prefix URL`. Offline, the `neuroglancer` Python package's viewer "
+        "is a client:", "",
+        "```python", "import json, neuroglancer", "viewer = neuroglancer.Viewer()",
+        "viewer.set_state(neuroglancer.ViewerState(json.load(open('state.json'))))",
+        "print(viewer)  # open this URL in a browser", "```", "",
         "## Contents", "",
         "| path | what |", "|---|---|",
     ]

@@ -97,6 +97,12 @@ class BaseHandler(tornado.web.RequestHandler):
             raise tornado.web.HTTPError(400, f"id out of uint64 range: {text}")
         return value
 
+    def int_argument(self, name: str, default: int) -> int:
+        text = self.get_argument(name, str(default))
+        if not text.isdigit():
+            raise tornado.web.HTTPError(400, f"{name} must be a non-negative integer")
+        return int(text)
+
     def reviewer(self, body: dict) -> str:
         who = str(body.get("reviewer") or self.request.headers.get("X-Reviewer") or "anonymous")
         return who[:100]
@@ -107,7 +113,14 @@ class HealthHandler(BaseHandler):
         r = self.ctx.reviewed
         self.write_json({"status": "ok", "analysis": str(r.analysis.root), "cells": len(r.cells),
                          "synapses": len(r.synapses), "decisions": r.store.count(), "version": r.version,
-                         "viewer_url": self.ctx.viewer_url, "layers": sorted(self.ctx.layers)})
+                         "viewer_url": self.ctx.viewer_url, "layers": sorted(self.ctx.layers), "type_colours": type_colours()})
+
+
+def type_colours() -> dict[str, str]:
+    """{cell type: '#rrggbb'}: the colours Neuroglancer gives cells of each type, so the matrix labels match."""
+    from syconn_ng.compartments.outputs import TYPE_RGBA
+
+    return {t: "#" + "".join(f"{round(255 * c):02x}" for c in rgba[:3]) for t, rgba in TYPE_RGBA.items()}
 
 
 def _cell_json(r, row, full: bool) -> dict:
@@ -174,7 +187,7 @@ class SynapsesHandler(BaseHandler):
                 keep &= (s["pre_cell"] == np.uint64(self.parse_id(pre))).to_numpy()
             if post is not None:
                 keep &= (s["post_cell"] == np.uint64(self.parse_id(post))).to_numpy()
-            rows = s[keep].head(int(self.get_argument("limit", "10000")))
+            rows = s[keep].head(self.int_argument("limit", 10000))
             self.write_json([synapse_json(row) for row in rows.to_dict("records")])
 
 
@@ -230,7 +243,7 @@ class ReviewsHandler(BaseHandler):
     """GET reviews?limit=N: the decision log, newest first (who, when, what, previous value)."""
 
     def get(self):
-        self.write_json(self.ctx.reviewed.store.decisions(int(self.get_argument("limit", "1000"))))
+        self.write_json(self.ctx.reviewed.store.decisions(self.int_argument("limit", 1000)))
 
 
 class ExportHandler(BaseHandler):

@@ -9,6 +9,7 @@ included) outside its layer folder is refused with 403.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import os
 import secrets
@@ -18,9 +19,11 @@ from pathlib import Path
 import tornado.httpserver
 import tornado.web
 
+from syconn_ng.errors import SyconnError
 from syconn_ng.serve.api import routes
 
 PAGE_DIR = Path(__file__).parent / "page"
+MIN_TOKEN_CHARS = 16
 
 
 def served_layers(analysis) -> dict[str, Path]:
@@ -46,10 +49,13 @@ def served_layers(analysis) -> dict[str, Path]:
 
 
 class LayerHandler(tornado.web.StaticFileHandler):
-    """Precomputed files of one served layer: CORS for the viewer's origin, Range requests (tornado), no caching."""
+    """Precomputed files of one served layer: CORS for the viewer's origin, Range requests (tornado), no caching.
 
-    def initialize(self, layers: dict[str, Path]):
-        self.layers = layers
+    On a server bound beyond loopback the URL carries the token (`/t/<token>/layers/...`): the viewer's client
+    cannot send an Authorization header with its data requests."""
+
+    def initialize(self, ctx):
+        self.ctx = ctx
         super().initialize(path="/nonexistent")
 
     def set_default_headers(self):
@@ -64,14 +70,16 @@ class LayerHandler(tornado.web.StaticFileHandler):
         self.set_status(204)
         self.finish()
 
-    async def get(self, name, path, include_body=True):
-        if name not in self.layers:
+    async def get(self, token, name, path, include_body=True):
+        if self.ctx.token_for_reads and not (token and hmac.compare_digest(token.encode(), self.ctx.token.encode())):
+            raise tornado.web.HTTPError(401)
+        if name not in self.ctx.layers:
             raise tornado.web.HTTPError(404)
-        self.root = str(self.layers[name])
+        self.root = str(self.ctx.layers[name])
         await super().get(path, include_body)
 
-    async def head(self, name, path):
-        await self.get(name, path, include_body=False)
+    async def head(self, token, name, path):
+        await self.get(token, name, path, include_body=False)
 
     def validate_absolute_path(self, root, absolute_path):
         real_root, real = os.path.realpath(root), os.path.realpath(absolute_path)
@@ -214,7 +222,7 @@ class Context:
 def make_app(ctx: Context) -> tornado.web.Application:
     return tornado.web.Application(
         routes(ctx) + [
-            (r"/layers/([A-Za-z0-9_.-]+)/(.*)", LayerHandler, {"layers": ctx.layers}),
+            (r"/(?:t/([^/]+)/)?layers/([A-Za-z0-9_.-]+)/(.*)", LayerHandler, {"ctx": ctx}),
             (r"/()", PageHandler, {"path": str(PAGE_DIR), "default_filename": "index.html"}),
             (r"/page/(.*)", PageHandler, {"path": str(PAGE_DIR)}),
         ],
@@ -235,6 +243,8 @@ class ReviewServer:
         self.bind = bind or cfg.bind
         self.port = cfg.port if port is None else port
         loopback = self.bind in ("127.0.0.1", "localhost", "::1")
+        if token is not None and len(token) < MIN_TOKEN_CHARS:
+            raise SyconnError(f"--token must have at least {MIN_TOKEN_CHARS} characters")
         token = token or read_token_file(analysis.root, cfg.token_file)
         if not token and not loopback:
             from syconn_ng.errors import ConfigError
@@ -274,11 +284,12 @@ class ReviewServer:
         self._thread.start()
         ready.wait(30)
         if failure:
-            raise failure[0]
+            raise SyconnError(f"cannot listen on {self.bind}:{self.port}: {failure[0]}") from failure[0]
         if self.want_viewer:
             from syconn_ng.serve.viewer import ReviewViewer
 
-            self.ctx.viewer = ReviewViewer(self.ctx, data_url=self.url, bind=self.bind, layout=self.viewer_layout)
+            data_url = f"{self.url}/t/{self.token}" if self.ctx.token_for_reads else self.url
+            self.ctx.viewer = ReviewViewer(self.ctx, data_url=data_url, bind=self.bind, layout=self.viewer_layout)
             self.ctx.viewer_url = self.ctx.viewer.url
         return self
 
@@ -326,8 +337,8 @@ def read_token_file(root: Path, token_file: str) -> str | None:
 
         raise InputError(path, "token file named by [serve] token_file does not exist")
     token = path.read_text().strip()
-    if len(token) < 16:
+    if len(token) < MIN_TOKEN_CHARS:
         from syconn_ng.errors import InputError
 
-        raise InputError(path, "token is shorter than 16 characters")
+        raise InputError(path, f"token is shorter than {MIN_TOKEN_CHARS} characters")
     return token

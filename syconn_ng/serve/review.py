@@ -255,7 +255,11 @@ class ReviewedAnalysis:
         over the matrix axes (cached until the next decision)."""
         with self.lock:
             if self._matrix is None or self._matrix["version"] != self.version:
-                entries = [self.pair_entry(pre, post) for pre, post in self._pairs]
+                pairs = np.array(list(self._pairs), dtype=np.uint64).reshape(-1, 2)
+                sums = np.array(list(self._pairs.values()), dtype=np.float64).reshape(-1, 2)
+                pos = pd.Series(np.arange(len(self.order)), index=self.order)
+                entries = [list(e) for e in zip(pos.reindex(pairs[:, 1]).tolist(), pos.reindex(pairs[:, 0]).tolist(),
+                                                sums[:, 0].astype(np.int64).tolist(), sums[:, 1].round(6).tolist())]
                 self._matrix = {"version": self.version, "value": "area_um2",
                                 "cells": [{"id": str(i), "type": self.cell_types.get(int(i), "")} for i in self.order.tolist()],
                                 "entries": entries, "max_area_um2": max((e[3] for e in entries), default=0.0)}

@@ -68,10 +68,10 @@ def features_of_cell(analysis, cell_id: int, organelles, synapses) -> dict[str, 
 
 def features_task(analysis, task) -> dict:
     """One cell's features → `scratch/celltypes/<cell>.json`."""
-    from syconn_ng.stages.compartments import _unpack_organelles
+    from syconn_ng.stages.compartments import unpack_organelles
 
-    with np.load(analysis.scratch_dir("compartments") / "organelles.npz") as z:
-        organelles = _unpack_organelles(z)
+    with np.load(_scratch(analysis) / "organelles.npz") as z:
+        organelles = unpack_organelles(z)
     f = features_of_cell(analysis, task.cell_id, organelles, read_synapses(analysis))
     atomic_write_text(_scratch(analysis) / f"{task.cell_id}.json", json.dumps(f))
     return {"path_um": round(f["path_um"], 2)}
@@ -106,7 +106,8 @@ def classify_task(analysis, task) -> dict:
     out["soma_nodes"] = feats["soma_nodes"].astype(int).to_numpy()
     out["n_in"] = feats["n_in"].astype(int).to_numpy()
     out["n_out"] = feats["n_out"].astype(int).to_numpy()
-    atomic_write_text(analysis.tables_dir / "cells.csv", out.to_csv(index=False))
+    columns = [*CELL_COLUMNS, *(f"p_{c}" for c in forest.classes), *SUMMARY_COLUMNS]
+    atomic_write_text(analysis.tables_dir / "cells.csv", out[columns].to_csv(index=False))
     atomic_write_text(analysis.tables_dir / "cell_features.csv", feats.round(6).to_csv())
     return {t: int((types == t).sum()) for t in forest.classes}
 
@@ -117,7 +118,7 @@ def enrich_task(analysis, task) -> dict:
 
     from syconn_ng.stages.compartments import result_path, write_enriched
 
-    source = json.loads((analysis.scratch_dir("compartments") / "sources.json").read_text(encoding="utf-8")).get(str(task.cell_id))
+    source = json.loads((_scratch(analysis) / "sources.json").read_text(encoding="utf-8")).get(str(task.cell_id))
     if source is None:
         return {"written": 0}
     cells = pd.read_csv(analysis.tables_dir / "cells.csv", usecols=["id", "type"]).astype({"id": np.uint64})
@@ -163,6 +164,9 @@ class CelltypesStage:
             shutil.rmtree(_scratch(analysis), ignore_errors=True)
         _scratch(analysis).mkdir(parents=True, exist_ok=True)
         remove_temp_files(_scratch(analysis))
+        from syconn_ng.stages.compartments import organelle_table, write_task_inputs
+
+        write_task_inputs(analysis, _scratch(analysis), organelle_table(analysis))
 
     def passes(self, analysis) -> list[Pass]:
         cells = self._cells(analysis)

@@ -129,7 +129,7 @@ def predict_task(analysis, task) -> dict:
     c = p["compartments"]
     axoness, spiness = _models(p)
     with np.load(_scratch(analysis) / "organelles.npz", allow_pickle=False) as z:
-        organelles = _unpack_organelles(z)
+        organelles = unpack_organelles(z)
     graph, node_ids = cell_graph(analysis, task.cell_id, organelles)
     X, names = features_of(graph, axoness.meta["feature_params"])
     proba, code = predict_compartments(X, names, graph, axoness, spiness, smooth_um=c["smooth_um"],
@@ -159,7 +159,7 @@ def write_enriched(analysis, source, cell_id: int, node_ids: np.ndarray, code: n
     write_annotation(enriched_skeleton(tree, names, cell_type, voxel_size_nm=analysis.voxel_size_nm), out)
 
 
-def _unpack_organelles(z) -> dict:
+def unpack_organelles(z) -> dict:
     import pandas as pd
 
     return {kind: pd.DataFrame({"cell": z[f"{kind}_cell"], "x_nm": z[f"{kind}_pos"][:, 0], "y_nm": z[f"{kind}_pos"][:, 1],
@@ -236,17 +236,22 @@ class CompartmentsStage:
         for d in (_scratch(analysis), analysis.tables_dir / "compartments"):
             d.mkdir(parents=True, exist_ok=True)
             remove_temp_files(d)
-        buf = io.BytesIO()
-        np.savez(buf, **{f"{k}_{name}": arr for k, t in organelles.items() for name, arr in (
-            ("cell", t["cell"].to_numpy(np.uint64)), ("pos", t[["x_nm", "y_nm", "z_nm"]].to_numpy()),
-            ("volume", t["volume_nm3"].to_numpy()))})
-        atomic_write_bytes(_scratch(analysis) / "organelles.npz", buf.getvalue())
-        atomic_write_text(_scratch(analysis) / "sources.json", json.dumps(tree_sources(analysis)))
+        write_task_inputs(analysis, _scratch(analysis), organelles)
         if sk_dir is not None:
             write_skeleton_info(sk_dir / SKELETON_DIR)
 
     def passes(self, analysis) -> list[Pass]:
         return [Pass("predict", predict_task, self._cells(analysis)), Pass("table", table_task, [None], local=True)]
+
+
+def write_task_inputs(analysis, directory: Path, organelles: dict) -> None:
+    """What every per-cell task reads, written once: `organelles.npz` (see `unpack_organelles`) and `sources.json`."""
+    buf = io.BytesIO()
+    np.savez(buf, **{f"{k}_{name}": arr for k, t in organelles.items() for name, arr in (
+        ("cell", t["cell"].to_numpy(np.uint64)), ("pos", t[["x_nm", "y_nm", "z_nm"]].to_numpy()),
+        ("volume", t["volume_nm3"].to_numpy()))})
+    atomic_write_bytes(directory / "organelles.npz", buf.getvalue())
+    atomic_write_text(directory / "sources.json", json.dumps(tree_sources(analysis)))
 
 
 def tree_sources(analysis) -> dict[str, str]:

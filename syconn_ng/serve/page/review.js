@@ -6,7 +6,7 @@
 const token = new URLSearchParams(location.hash.slice(1)).get("token") || "";
 const MARGIN = 40;                       // room for the type labels left of and above the matrix
 const RAMP = [[255, 237, 160], [253, 141, 60], [128, 0, 38]];  // small → large summed area
-const TYPE_RGB = {EA: "#e6194b", MSN: "#3cb44b", GP: "#4363d8", INT: "#f58231"};
+let TYPE_RGB = {};  // cell type → colour, as Neuroglancer colours the cells (from GET health)
 
 const state = {
   version: -1, cells: [], index: new Map(), entries: new Map(), maxArea: 0, log: false,
@@ -254,6 +254,7 @@ function connect() {
 }
 
 api("health").then((h) => {
+  TYPE_RGB = h.type_colours || {};
   if (h.viewer_url) $("ng").src = h.viewer_url; else { $("ng").hidden = true; $("noviewer").hidden = false; }
   return api("matrix");
 }).then((m) => { setMatrix(m); connect(); });
