@@ -270,9 +270,16 @@ def bench_shape(shape, *, workdir: Path, workers: int, oracle: bool, seed: int =
     names = [n for n in (stages or select_stages()) if not (oracle and n in CNN_STAGES)]
     echo(f"{'x'.join(map(str, shape))}: {voxels / 1e6:.1f} Mvox, {stats['cells']} cells, generated in {generation_s:.1f} s; "
          f"stages {', '.join(names)} on {workers} worker(s){' (oracle barrier, organelles)' if oracle else ''}")
-    rows = []
+    from syconn_ng.errors import SyconnError
+
+    rows, error = [], None
     for name in names:
-        row = bench_stage(analysis, name, workers, voxels)
+        try:
+            row = bench_stage(analysis, name, workers, voxels)
+        except SyconnError as err:  # later stages need this one's outputs: keep what was measured, say why it stopped
+            error = {"stage": name, "error": str(err)[:2000]}
+            echo(f"  {name}: failed, the later stages are not run: {str(err).splitlines()[0]}")
+            break
         rows.append(row)
         echo("  " + format_row(row))
     result = {"kind": "pipeline", "shape": list(shape), "voxels": voxels, "seed": seed, "oracle": oracle,
@@ -280,7 +287,9 @@ def bench_shape(shape, *, workdir: Path, workers: int, oracle: bool, seed: int =
               "generation_s": round(generation_s, 2), "counts": _counts(workdir), "stages": rows,
               "totals": pipeline_totals(rows, voxels, workers), "machine": machine_info(),
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    if profile:
+    if error:
+        result["failed"] = error
+    elif profile:
         result["profile"] = profile_stage(analysis, profile)
     return result
 

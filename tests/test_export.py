@@ -140,10 +140,19 @@ def _synapses(analysis: Path):
 
 
 def _skeleton_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(vertices nm, compartment codes) of a precomputed skeleton file with radius + compartment attributes (spec layout)."""
+    """(vertices nm, compartment codes) of a precomputed skeleton file (spec layout; attribute types from the
+    source's `info`, whatever the compartments stage chose)."""
     raw = path.read_bytes()
+    attributes = json.loads((path.parent / "info").read_text())["vertex_attributes"]
     n, m = (int(v) for v in np.frombuffer(raw[:8], "<u4"))
-    return np.frombuffer(raw[8:8 + 12 * n], "<f4").reshape(n, 3), np.frombuffer(raw[8 + 12 * n + 8 * m + 4 * n:], "<f4")
+    pos, values = 8 + 12 * n + 8 * m, {}
+    for a in attributes:
+        dt = np.dtype(a["data_type"]).newbyteorder("<")
+        count = n * a.get("num_components", 1)
+        values[a["id"]] = np.frombuffer(raw, dt, count, pos)
+        pos += count * dt.itemsize
+    assert pos == len(raw)
+    return np.frombuffer(raw[8:8 + 12 * n], "<f4").reshape(n, 3), values["compartment"]
 
 
 def _annotation_source(path):
@@ -609,3 +618,19 @@ def test_sharded_annotation_indices_hold_every_level_and_id_of_the_unsharded_lay
         np.testing.assert_allclose(reader.get_by_id(int(ids[i])).geometry[0], pts[i] + 0.5, rtol=1e-6)
     assert sorted(reader.get_by_relationship("pre_cell", 7).ids.tolist()) == sorted(ids[pre == 7].tolist())
     assert sum(1 for _ in (tmp_path / "sharded").rglob("*.shard")) < sum(1 for _ in (tmp_path / "plain").rglob("*")) / 50
+
+
+def test_skeleton_attributes_of_any_type_are_re_encoded_as_float32():
+    from syconn_ng.export import float32_attributes
+
+    vertices = np.arange(12, dtype="<f4").reshape(4, 3)
+    edges = np.array([[0, 1], [1, 2], [2, 3]], dtype="<u4")
+    radius, kind, pair = np.array([1.5, 2, 3, 4], "<f4"), np.array([0, 4, 255, 1], "u1"), np.array([[1, -2], [3, -4], [5, 6], [7, 8]], "<i2")
+    raw = np.array([4, 3], "<u4").tobytes() + vertices.tobytes() + edges.tobytes() + radius.tobytes() + kind.tobytes() + pair.tobytes()
+    attributes = [{"id": "radius", "data_type": "float32", "num_components": 1}, {"id": "kind", "data_type": "uint8", "num_components": 1},
+                  {"id": "pair", "data_type": "int16", "num_components": 2}]
+    out = float32_attributes(raw, attributes)
+    head = 8 + 48 + 24
+    assert out[:head] == raw[:head]
+    values = np.frombuffer(out[head:], "<f4")
+    np.testing.assert_array_equal(values, np.concatenate([radius, kind, pair.ravel()]).astype(np.float32))

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import os
 import re
 import signal
 import subprocess
@@ -81,6 +80,12 @@ def raw_get(srv, path: str) -> tuple[int, bytes]:
     return resp.status, resp.read()
 
 
+def io_text(body: bytes):
+    import io
+
+    return io.StringIO(body.decode())
+
+
 def served_matrix(srv) -> pd.DataFrame:
     """GET matrix as a dense DataFrame [post, pre] of summed area."""
     m = get(srv, "/api/v1/matrix")
@@ -150,6 +155,24 @@ def test_uint64_ids_beyond_2_53_survive_json_and_reviews(tmp_path, start):
     assert done["synapse"]["id"] == str(big)
     assert done["synapse"]["pre_cell"] == str(syn["post_cell"].iloc[5]) and done["synapse"]["post_cell"] == str(syn["pre_cell"].iloc[5])
     assert get(srv, f"/api/v1/cells/{syn['pre_cell'].iloc[5]}")["id"] == str(syn["pre_cell"].iloc[5])
+    pre, post_ = syn["pre_cell"].iloc[0], syn["post_cell"].iloc[0]
+    pair = syn[(syn.pre_cell == pre) & (syn.post_cell == post_)]
+    selected = post(srv, "/api/v1/select", {"pre": str(pre), "post": str(post_)})
+    assert selected["synapses"] == [str(i) for i in pair["id"]]
+    assert status_of(lambda: post(srv, "/api/v1/select", {"action": "goto", "synapse": "12345"})) == 404
+
+
+def test_a_bad_table_or_review_database_is_one_clear_error(ana):
+    from syconn_ng.errors import InputError
+
+    (ana / "review.sqlite").write_text("not a database, just text " * 100)
+    with pytest.raises(InputError, match="review.sqlite.*not a review database"):
+        ReviewServer(ana, port=0)
+    (ana / "review.sqlite").unlink()
+    syn = pd.read_csv(ana / "tables" / "synapses.csv")
+    syn.drop(columns=["area_um2"]).to_csv(ana / "tables" / "synapses.csv", index=False)
+    with pytest.raises(InputError, match="synapses.csv.*missing column.*area_um2"):
+        ReviewServer(ana, port=0)
 
 
 # ---------------------------------------------------------------------- safety
@@ -386,12 +409,6 @@ def test_twenty_reviewers_posting_fifty_decisions_each_store_exactly_1000_and_a_
     np.testing.assert_allclose(served.to_numpy(), expect.to_numpy(), atol=1e-6)
     exported = pd.read_csv(io_text(HTTPClient().fetch(f"{srv.url}/api/v1/export/matrix.csv").body), index_col="post_cell")
     np.testing.assert_allclose(exported.to_numpy(), expect.to_numpy(), atol=1e-5)
-
-
-def io_text(body: bytes):
-    import io
-
-    return io.StringIO(body.decode())
 
 
 # ---------------------------------------------------------------------- the command

@@ -7,10 +7,9 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pandas as pd
 import pytest
 
-from browser import chromium, panel_centre, screenshot, wait_for_pixel  # noqa: F401  (chromium: the session's browser)
+from browser import chromium, panel_centre, wait_for_pixel  # noqa: F401  (chromium: the session's browser)
 from pipeline_data import analysis
 from serve_data import copy_analysis
 from syconn_ng.serve.app import ReviewServer
@@ -186,6 +185,7 @@ def test_a_key_in_neuroglancer_rejects_the_synapse_under_the_cursor(page, served
     wait_until(lambda: served.ctx.reviewed.store.count() == before + 1)
     last = served.ctx.reviewed.store.decisions(1)[0]
     assert (last["who"], last["decision"], last["synapse_id"]) == ("neuroglancer", "reject", str(sid))
+    wait_until(lambda: str(sid) not in [a.id for a in served.ctx.viewer.viewer.state.layers["pair"].annotations])
     wait_js(page, "return (window.review.entries.get(arguments[0]) || [0, 0, 0])[2] === arguments[1]", f"{row},{col}", len(syn) - 1,
             timeout=20)  # the page's matrix lost that synapse
 
@@ -231,3 +231,25 @@ def test_a_review_click_in_one_page_changes_the_matrix_in_a_second_page(page, se
     assert canvas_rgb(page, row, col) != colour_before
     assert page.execute_script("return window.review.version") == served.ctx.reviewed.version
     assert served.ctx.reviewed.store.decisions(1)[0]["decision"] == "reject"
+
+
+def test_hovering_an_entry_shows_pre_post_count_and_area_and_log_scale_recolours(page, served):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    m = served.ctx.reviewed.matrix()
+    small = min(m["entries"], key=lambda e: e[3])
+    assert small[3] < m["max_area_um2"]  # two different areas: a log scale must change the smaller one's colour
+    row, col = small[:2]
+    x, y = page.execute_script("return cellCentre(arguments[0], arguments[1])", row, col)
+    canvas = page.find_element("id", "matrix")
+    r = canvas.rect
+    ActionChains(page).move_to_element_with_offset(canvas, x - r["x"] - r["width"] / 2, y - r["y"] - r["height"] / 2).perform()
+    tip = wait_js(page, "const t = document.getElementById('tip'); return t.hidden ? null : t.textContent")
+    pre, post = m["cells"][col], m["cells"][row]
+    assert tip == (f"pre {pre['id']} ({pre['type']}) → post {post['id']} ({post['type']}): "
+                   f"{small[2]} synapses, {small[3]:.4f} µm²")
+    linear = canvas_rgb(page, row, col)
+    page.find_element("id", "log").click()
+    wait_until(lambda: canvas_rgb(page, row, col) != linear, timeout=10)
+    assert canvas_rgb(page, row, col) == [255, 237, 160]  # the log scale starts at the smallest area: the ramp's light end
+    page.find_element("id", "log").click()

@@ -62,12 +62,15 @@ def _varicosities(edges: np.ndarray, r: np.ndarray, axon: np.ndarray) -> int:
     return int(np.sum(axon & (r > nb_max) & (r > VARICOSITY_RATIO * np.median(r[axon]))))
 
 
-def cell_features(graph: CellGraph, code: np.ndarray, synapses_out: dict, synapses_in: dict) -> dict[str, float]:
+def cell_features(graph: CellGraph, code: np.ndarray, synapses_out: dict, synapses_in: dict,
+                  mi_length_nm: np.ndarray | None = None) -> dict[str, float]:
     """Features of one cell as {name: float} (the names are the same for every cell).
 
     graph: the cell's nodes (nm), edges, radii and mapped organelles; code (N,) uint8 compartment per
     node; synapses_out / synapses_in: {"area_um2": (K,), "asymmetric": (K,) bool, "spine": (K,) bool
-    (post side on a spine)} of the synapses where the cell is pre- / postsynaptic.
+    (post side on a spine)} of the synapses where the cell is pre- / postsynaptic; mi_length_nm (M,)
+    the lengths of the cell's mitochondria (bounding-box diagonals), which differ most between the
+    types' axons (synthetic EA 200-400 nm, MSN 400-1100 nm).
     """
     pos, edges = graph.positions_nm, np.asarray(graph.edges, dtype=np.int64).reshape(-1, 2)
     r = np.asarray(graph.radius_nm, dtype=np.float64)
@@ -102,6 +105,11 @@ def cell_features(graph: CellGraph, code: np.ndarray, synapses_out: dict, synaps
         f[f"{kind}_max_um3"] = float(vol_um3.max()) if len(vol_um3) else 0.0
         for name, mask in (("axon", axon), ("dendrite", dend)):
             f[f"{kind}_per_{name}_um"] = float(np.sum(mask[node_idx])) / max(length[name], 0.1)
+    mi_len = np.asarray(mi_length_nm if mi_length_nm is not None else [], dtype=np.float64)
+    f["mi_len_mean"] = float(mi_len.mean()) if len(mi_len) else 0.0
+    f["mi_len_median"] = float(np.median(mi_len)) if len(mi_len) else 0.0
+    f["mi_len_max"] = float(mi_len.max()) if len(mi_len) else 0.0
+    f["mi_len_frac"] = float(mi_len.sum()) / 1000.0 / length["all"]  # µm of mitochondrion per µm of skeleton
     for side, syn, per in (("out", synapses_out, length["axon"]), ("in", synapses_in, length["dendrite"] + f["soma_um"])):
         area = np.asarray(syn.get("area_um2", []), dtype=np.float64)
         asym = np.asarray(syn.get("asymmetric", []), dtype=bool)

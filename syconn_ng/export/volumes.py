@@ -61,7 +61,7 @@ def copy_volume(src, dst: Path, *, keep_ids=None, sharded: bool = False) -> dict
 
     keep_ids: (K,) ids to keep (segmentation only; every other voxel becomes 0), None = all. sharded:
     re-write every scale sharded. The `mesh`/`skeletons`/`segment_properties` keys are dropped (the
-    caller writes those). Returns {"chunks" or "shards": files written, "bytes": bytes written}.
+    caller writes those). Returns {"files": data files written, "bytes": their size}.
     """
     src_vol = open_layer(src)
     info = {k: v for k, v in src_vol.info.items() if k not in PER_VOLUME_KEYS}
@@ -78,10 +78,10 @@ def copy_volume(src, dst: Path, *, keep_ids=None, sharded: bool = False) -> dict
         from cloudvolume import CloudVolume
 
         for mip in range(len(info["scales"])):
-            src_mip = open_layer(src) if mip == 0 else CloudVolume(src_vol.cloudpath, mip=mip, parallel=1, progress=False)
+            src_mip = CloudVolume(src_vol.cloudpath, mip=mip, parallel=1, progress=False)
             out = CloudVolume(to_cloudpath(dst), mip=mip, parallel=1, compress=False, progress=False, fill_missing=True)
             for box in _write_boxes(out, mip):
-                data = read_box(src_mip, box) if mip == 0 else np.asarray(src_mip[box.slices()])
+                data = read_box(src_mip, box)
                 if keep_ids is not None:
                     data = mask_except(data, keep_ids)
                 out[box.slices()] = data

@@ -270,7 +270,12 @@ class SelectHandler(BaseHandler):
     """POST select {"pre": id, "post": id} or {"synapse": id}: move the Neuroglancer view (what the page's websocket does)."""
 
     def post(self):
-        self.write_json(self.ctx.handle_action(self.body_json()))
+        try:
+            self.write_json(self.ctx.handle_action(self.body_json()))
+        except KeyError as err:
+            raise tornado.web.HTTPError(404, f"no synapse or field {err}")
+        except (ValueError, TypeError) as err:
+            raise tornado.web.HTTPError(400, str(err))
 
 
 class ReviewSocket(tornado.websocket.WebSocketHandler):

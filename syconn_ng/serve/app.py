@@ -16,6 +16,7 @@ import secrets
 import threading
 from pathlib import Path
 
+import numpy as np
 import tornado.httpserver
 import tornado.web
 
@@ -175,6 +176,8 @@ class Context:
         self.hub.broadcast(event)
         if done["reordered"]:
             self.hub.broadcast({"type": "matrix", "version": event["version"]})
+        if self.viewer is not None and self.viewer.pair in done["pairs"]:  # the shown pair changed: redraw its synapses
+            self.viewer.select_pair(*self.viewer.pair, self.pair_points(*self.viewer.pair), move=False)
         return row
 
     def nodes_of(self, cell_id: int):
@@ -191,16 +194,22 @@ class Context:
             self._nodes = {int(c): g.drop(columns="cell") for c, g in nodes.groupby("cell")}
         return self._nodes.get(int(cell_id))
 
+    def pair_points(self, pre: int, post: int) -> list:
+        """[[id, x, y, z], ...] (voxels) of the pair's synapses that are not rejected, in table order."""
+        r = self.reviewed
+        with r.lock:
+            s = r.synapses
+            rows = s[(s["pre_cell"] == np.uint64(pre)) & (s["post_cell"] == np.uint64(post)) & (s["status"] != "rejected")]
+            # ids kept apart from the float coordinates: a uint64 id must not pass through float64
+            return [[i, *xyz] for i, xyz in zip(rows["id"].tolist(), rows[["x", "y", "z"]].to_numpy(float).tolist())]
+
     def handle_action(self, msg: dict) -> dict:
         """A page's request to move the viewer: {"action": "select", "pre", "post"} or {"action": "goto", "synapse"}."""
         action = msg.get("action", "select" if "pre" in msg else "goto")
         r = self.reviewed
         if action == "select":
             pre, post = int(msg["pre"]), int(msg["post"])
-            with r.lock:
-                s = r.synapses
-                rows = s[(s["pre_cell"] == pre) & (s["post_cell"] == post) & (s["status"] != "rejected")]
-                points = rows[["id", "x", "y", "z"]].to_numpy().tolist()
+            points = self.pair_points(pre, post)
             if self.viewer is not None:
                 self.viewer.select_pair(pre, post, points)
             return {"type": "selected", "pre": str(pre), "post": str(post), "synapses": [str(int(p[0])) for p in points]}
@@ -284,6 +293,7 @@ class ReviewServer:
         self._thread.start()
         ready.wait(30)
         if failure:
+            self.ctx.reviewed.store.close()
             raise SyconnError(f"cannot listen on {self.bind}:{self.port}: {failure[0]}") from failure[0]
         if self.want_viewer:
             from syconn_ng.serve.viewer import ReviewViewer

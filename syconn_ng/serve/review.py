@@ -23,6 +23,7 @@ from syconn_ng.errors import InputError
 
 DECISIONS = ("accept", "reject", "flip")
 STATUS = {"accept": "accepted", "reject": "rejected"}
+SYNAPSE_COLUMNS = ("id", "pre_cell", "post_cell", "x", "y", "z", "area_um2")
 MATCH_RADIUS_VX = 2.0  # a re-run's synapse this close (voxels) to a reviewed one of the same pair is the same synapse
 
 _SCHEMA = """
@@ -47,6 +48,18 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _read_table(path: Path, columns) -> pd.DataFrame:
+    """A pipeline table with at least `columns`; InputError naming the file otherwise."""
+    try:
+        table = pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError) as err:
+        raise InputError(path, f"not a readable CSV table ({err})")
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise InputError(path, f"missing column(s) {', '.join(missing)}")
+    return table
+
+
 class ReviewStore:
     """review.sqlite: WAL journal, one IMMEDIATE transaction per decision, so concurrent writers
     (threads or processes) serialise and none is lost."""
@@ -55,9 +68,13 @@ class ReviewStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(_SCHEMA)
+        try:
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError as err:
+            self.db.close()
+            raise InputError(self.path, f"not a review database ({err})")
 
     def close(self):
         self.db.close()
@@ -154,8 +171,8 @@ class ReviewedAnalysis:
 
     `synapses`: the pipeline's synapse table plus columns `key`, `status` (pending / accepted / rejected)
     and the reviewed direction in `pre_cell` / `post_cell` (compartments swapped with it). `version`
-    increases with every decision; the matrix is recomputed from the reviewed table with the
-    `[connectome]` filters and the `syconn_ng.connectome.matrix` functions.
+    increases with every decision. The matrix (with the `[connectome]` filters, through the
+    `syconn_ng.connectome.matrix` functions) is kept as per-pair sums that each decision updates.
     """
 
     def __init__(self, analysis, *, store_path=None):
@@ -165,8 +182,8 @@ class ReviewedAnalysis:
         for name in ("synapses.csv", "cells.csv"):
             if not (tables / name).is_file():
                 raise InputError(tables / name, "missing: run the pipeline up to 'connectome' before serving it")
-        syn = pd.read_csv(tables / "synapses.csv")
-        self.cells = pd.read_csv(tables / "cells.csv")
+        syn = _read_table(tables / "synapses.csv", SYNAPSE_COLUMNS)
+        self.cells = _read_table(tables / "cells.csv", ("id", "type"))
         for col in ("id", "pre_cell", "post_cell"):
             if col in syn.columns:
                 syn[col] = syn[col].astype(np.uint64)

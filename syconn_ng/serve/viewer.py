@@ -40,6 +40,7 @@ class ReviewViewer:
         state = viewer_state(specs, position_vx=self._centre(), voxel_size_nm=vs, layout=layout, cross_section_scale=0.3)
         self.viewer.set_state(neuroglancer.ViewerState(state))
         self._segments: list[int] = []
+        self.pair: tuple[int, int] | None = None  # the (pre, post) pair whose synapses the `pair` layer shows
         self.viewer.shared_state.add_changed_callback(lambda: self.viewer.defer_callback(self._changed))
         for key, decision in KEYS.items():
             self.viewer.actions.add(f"review-{decision}", lambda s, d=decision: self._review_under_cursor(s, d))
@@ -65,17 +66,19 @@ class ReviewViewer:
     def state_json(self) -> dict:
         return self.viewer.state.to_json()
 
-    def select_pair(self, pre: int, post: int, points):
-        """Select both cells, show only their synapses (`pair` layer) and move to the first one.
+    def select_pair(self, pre: int, post: int, points, *, move: bool = True):
+        """Select both cells, show only their synapses (`pair` layer) and move to the first one (if `move`).
         points: [[id, x, y, z], ...] in voxels."""
         import neuroglancer
+
+        self.pair = (int(pre), int(post))
 
         def edit(s):
             s.layers["cells"].segments = {int(pre), int(post)}
             s.layers[PAIR_LAYER].annotations = [
                 neuroglancer.PointAnnotation(id=str(int(p[0])), point=[float(p[1]) + 0.5, float(p[2]) + 0.5, float(p[3]) + 0.5])
                 for p in points]
-            if len(points):
+            if move and len(points):
                 s.position = [float(points[0][1]) + 0.5, float(points[0][2]) + 0.5, float(points[0][3]) + 0.5]
 
         with self.viewer.txn(overwrite=True) as s:  # the page's request wins over a camera move in flight

@@ -63,7 +63,8 @@ def features_of_cell(analysis, cell_id: int, organelles, synapses) -> dict[str, 
     with np.load(path) as z:
         code = z["code"]
     out, inc = synapse_sides(synapses, cell_id)
-    return cell_features(graph, code, out, inc)
+    mi = organelles["mi"]
+    return cell_features(graph, code, out, inc, mi_length_nm=mi.loc[mi["cell"] == np.uint64(cell_id), "length_nm"].to_numpy())
 
 
 def features_task(analysis, task) -> dict:

@@ -38,7 +38,8 @@ SKELETON_DIR = "skeletons_compartments"  # inside layers/cells: a second skeleto
 # ---------------------------------------------------------------- inputs of one cell
 
 def organelle_table(analysis) -> dict:
-    """{kind: DataFrame cell, x_nm, y_nm, z_nm, volume_nm3} of the objects mapped to cells (sj: every partner)."""
+    """{kind: DataFrame cell, x_nm, y_nm, z_nm, volume_nm3, length_nm} of the objects mapped to cells (sj: every
+    partner); length_nm is the diagonal of the object's bounding box (a mitochondrion's length)."""
     import pandas as pd
 
     vs = np.asarray(analysis.voxel_size_nm)
@@ -50,11 +51,14 @@ def organelle_table(analysis) -> dict:
             if not p.exists():
                 raise InputError(p, "missing: run the 'objects' and 'mapping' stages first")
         m = pd.read_csv(mapping_path)
-        o = pd.read_csv(objects_path, usecols=["id", "volume_nm3", "centroid_x", "centroid_y", "centroid_z"])
+        o = pd.read_csv(objects_path, usecols=["id", "volume_nm3", "centroid_x", "centroid_y", "centroid_z",
+                                               *(f"bbox_{a}{e}" for a in "xyz" for e in "01")])
         df = m.merge(o, left_on="object", right_on="id")
         out[kind] = pd.DataFrame({"cell": df["cell"].to_numpy(np.uint64),
                                   **{f"{a}_nm": df[f"centroid_{a}"].to_numpy(np.float64) * vs[i] for i, a in enumerate("xyz")},
-                                  "volume_nm3": df["volume_nm3"].to_numpy(np.float64)})
+                                  "volume_nm3": df["volume_nm3"].to_numpy(np.float64),
+                                  "length_nm": np.linalg.norm(np.column_stack([(df[f"bbox_{a}1"] - df[f"bbox_{a}0"]).to_numpy(np.float64) * vs[i]
+                                                                               for i, a in enumerate("xyz")]), axis=1)})
     return out
 
 
@@ -163,7 +167,8 @@ def unpack_organelles(z) -> dict:
     import pandas as pd
 
     return {kind: pd.DataFrame({"cell": z[f"{kind}_cell"], "x_nm": z[f"{kind}_pos"][:, 0], "y_nm": z[f"{kind}_pos"][:, 1],
-                                "z_nm": z[f"{kind}_pos"][:, 2], "volume_nm3": z[f"{kind}_volume"]}) for kind in ("mi", "vc", "sj")}
+                                "z_nm": z[f"{kind}_pos"][:, 2], "volume_nm3": z[f"{kind}_volume"], "length_nm": z[f"{kind}_length"]})
+            for kind in ("mi", "vc", "sj")}
 
 
 def table_task(analysis, task) -> dict:
@@ -249,7 +254,7 @@ def write_task_inputs(analysis, directory: Path, organelles: dict) -> None:
     buf = io.BytesIO()
     np.savez(buf, **{f"{k}_{name}": arr for k, t in organelles.items() for name, arr in (
         ("cell", t["cell"].to_numpy(np.uint64)), ("pos", t[["x_nm", "y_nm", "z_nm"]].to_numpy()),
-        ("volume", t["volume_nm3"].to_numpy()))})
+        ("volume", t["volume_nm3"].to_numpy()), ("length", t["length_nm"].to_numpy()))})
     atomic_write_bytes(directory / "organelles.npz", buf.getvalue())
     atomic_write_text(directory / "sources.json", json.dumps(tree_sources(analysis)))
 
