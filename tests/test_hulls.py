@@ -322,6 +322,8 @@ def test_meshes_and_skeletons_load_in_cloudvolume(synth):
     cells = pd.read_csv(synth.tables_dir / "nodes.csv").cell.unique()[:5]
     layer_dir = Path(synth.layer_path("cells")[len("file://"):])
     assert not list(layer_dir.rglob("*.gz"))  # a static server can serve every file
+    # Neuroglancer's skeleton renderer refuses 8-bit vertex attributes (CloudVolume's default `vertex_types`)
+    assert vol.skeleton.meta.info["vertex_attributes"] == [{"id": "radius", "data_type": "float32", "num_components": 1}]
     for cell in cells:
         cell = int(cell)
         mesh = vol.mesh.get(cell)
@@ -333,3 +335,5 @@ def test_meshes_and_skeletons_load_in_cloudvolume(synth):
         with np.load(hull_path(synth, cell)) as h:
             np.testing.assert_allclose(skel.vertices, (h["node_vx"] + 0.5) * VS, rtol=1e-6)
             np.testing.assert_allclose(skel.radius, np.nan_to_num(h["radius_nm"]), rtol=1e-6)
+        n, m = len(skel.vertices), len(skel.edges)
+        assert len((layer_dir / "skeletons" / str(cell)).read_bytes()) == 8 + 12 * n + 8 * m + 4 * n  # radius only

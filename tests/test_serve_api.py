@@ -207,6 +207,19 @@ def test_layers_are_served_with_cors_and_range_requests(ana, start):
     assert json.loads(HTTPClient().fetch(f"{srv.url}/layers/raw/info").body)["type"] == "image"
 
 
+def test_gzipped_chunk_files_are_served_under_their_plain_name(ana, start):
+    import gzip
+
+    scale = json.loads((ana / "layers" / "cells" / "info").read_text())["scales"][0]["key"]
+    chunk = next(p for p in (ana / "layers" / "cells" / scale).iterdir() if p.is_file())
+    data = chunk.read_bytes()
+    chunk.with_name(chunk.name + ".gz").write_bytes(gzip.compress(data))
+    chunk.unlink()
+    srv = start(ana)
+    resp = HTTPClient().fetch(f"{srv.url}/layers/cells/{scale}/{chunk.name}", decompress_response=True)
+    assert resp.body == data
+
+
 def test_path_traversal_never_reads_outside_the_layers(ana, start, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET-CONTENT")

@@ -77,6 +77,11 @@ class LayerHandler(tornado.web.StaticFileHandler):
         if name not in self.ctx.layers:
             raise tornado.web.HTTPError(404)
         self.root = str(self.ctx.layers[name])
+        plain, packed = os.path.join(self.root, path), os.path.join(self.root, path + ".gz")
+        if not os.path.exists(plain) and os.path.isfile(packed):
+            # a layer written with gzip'd chunk files (CloudVolume compress=True): the browser inflates it
+            self.set_header("Content-Encoding", "gzip")
+            path += ".gz"
         await super().get(path, include_body)
 
     async def head(self, token, name, path):

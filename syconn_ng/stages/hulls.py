@@ -36,6 +36,8 @@ from syconn_ng.layers import (atomic_write_bytes, atomic_write_text, create_laye
 
 
 NODE_COLUMNS = ("cell", "node", "x", "y", "z", "radius_nm")
+# radius only: CloudVolume's default adds uint8 `vertex_types`, and Neuroglancer draws no skeleton with an 8-bit attribute
+SKELETON_ATTRIBUTES = [{"id": "radius", "data_type": "float32", "num_components": 1}]
 
 
 # ---------------------------------------------------------------- paths
@@ -239,7 +241,8 @@ def publish_task(analysis, task) -> dict:
     hull = load_hull(analysis, cell)
     radius = np.nan_to_num(hull["radius_nm"], nan=0.0).astype(np.float32)
     vertices = ((hull["node_vx"] + 0.5) * vs).astype(np.float32)  # Neuroglancer's frame, like the meshes
-    vol.skeleton.upload(Skeleton(vertices, hull["edges"].astype(np.uint32), radii=radius, segid=cell, space="physical"))
+    vol.skeleton.upload(Skeleton(vertices, hull["edges"].astype(np.uint32), radii=radius, segid=cell, space="physical",
+                                 extra_attributes=SKELETON_ATTRIBUTES))
     return {"faces": n_faces, "skeleton_nodes": len(radius)}
 
 
@@ -305,6 +308,7 @@ class HullsStage:
                               voxel_size_nm=analysis.voxel_size_nm, shape=bounds.shape, voxel_offset=bounds.start,
                               chunk_size=analysis.config.chunking.chunk_size, mesh="mesh", skeletons="skeletons",
                               extra_info={"syconn_ng": {"stage": "hulls", "what": "cells: ray-cast hulls of the traced cells"}})
+            cv.skeleton.meta.info["vertex_attributes"] = SKELETON_ATTRIBUTES
             cv.skeleton.meta.commit_info()
             from cloudfiles import CloudFiles
 
