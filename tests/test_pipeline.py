@@ -29,11 +29,11 @@ FLOORS = {
     ("organelles", "sj", "f1"): 0.85,
     ("hulls", "median_iou"): 0.81,
     ("hulls", "mapping_accuracy"): 0.80,
-    ("compartments", "accuracy"): 0.90,
+    ("compartments", "accuracy"): 0.93,
     ("synapses", "precision"): 0.95,
     ("synapses", "recall"): 0.95,
     ("synapses", "direction_accuracy"): 0.75,
-    ("celltypes", "accuracy"): 0.76,
+    ("celltypes", "accuracy"): 0.86,
     ("connectome", "pair_f1"): 0.75,
     ("connectome", "weight_r"): 0.88,
 }

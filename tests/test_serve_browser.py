@@ -225,11 +225,14 @@ def test_a_review_click_in_one_page_changes_the_matrix_in_a_second_page(page, se
     page.switch_to.window(first)
     click_matrix(page, row, col)
     wait_js(page, "return document.querySelectorAll('#synapses tbody tr').length === 1")
-    page.find_element("css selector", "#synapses tbody tr button[data-d='reject']").click()
+    # clicked from JS: a websocket event may re-render the list between a lookup and a WebDriver click
+    page.execute_script("document.querySelector(\"#synapses tbody tr button[data-d='reject']\").click()")
+    wait_until(lambda: served.ctx.reviewed.store.count() > 0 and served.ctx.reviewed.store.decisions(1)[0]["synapse_id"] in
+               set(page.execute_script("return window.review.synapses.map(s => s.id)")))
     page.switch_to.window(second)
     wait_js(page, "return !window.review.entries.has(arguments[0])", f"{row},{col}", timeout=20)
     assert canvas_rgb(page, row, col) != colour_before
-    assert page.execute_script("return window.review.version") == served.ctx.reviewed.version
+    wait_js(page, "return window.review.version === arguments[0]", served.ctx.reviewed.version, timeout=10)
     assert served.ctx.reviewed.store.decisions(1)[0]["decision"] == "reject"
 
 
