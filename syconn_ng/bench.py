@@ -358,8 +358,11 @@ def plot_scaling(results: list[dict], path: Path) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharex=True)
     stages = list(dict.fromkeys(r["stage"] for res in results for r in res["stages"]))
     for stage in stages:
+        runs = [res for res in results if any(r["stage"] == stage and r["tasks"] for r in res["stages"])]
+        if stage not in CNN_STAGES and len({res["voxels"] for res in runs if res["oracle"]}) >= 2:
+            runs = [res for res in runs if res["oracle"]]  # the cheaper oracle runs reach larger volumes: one line per stage
         pts = sorted((res["voxels"], r["seconds"] * res["workers"] * 1e6 / res["voxels"], r["cpu_s"] * 1e6 / res["voxels"])
-                     for res in results for r in res["stages"] if r["stage"] == stage and r["tasks"])
+                     for res in runs for r in res["stages"] if r["stage"] == stage and r["tasks"])
         if not pts:
             continue
         x = [p[0] / 1e6 for p in pts]

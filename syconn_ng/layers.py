@@ -168,13 +168,27 @@ def write_box(vol, box: Box, array: np.ndarray) -> None:
         atomic_write_bytes(scale_dir / cell.name(), payload)
 
 
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _current_umask()
+
+
 def atomic_write_bytes(path, payload: bytes) -> None:
-    """Write `payload` to `path` through a temporary file in the same folder and a rename."""
+    """Write `payload` to `path` through a temporary file in the same folder and a rename.
+
+    The file gets the permissions a plain `open()` would give (0666 less the umask), not mkstemp's 0600,
+    so other users and static web servers can read outputs.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

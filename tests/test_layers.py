@@ -12,6 +12,7 @@ from syconn_ng.box import Box
 from syconn_ng.errors import InputError
 from syconn_ng.layers import (
     atomic_write_bytes,
+    atomic_write_text,
     create_layer,
     layer_box,
     open_layer,
@@ -138,6 +139,13 @@ def test_atomic_write_replaces_whole_files_and_cleans_up_on_failure(tmp_path):
     with pytest.raises(TypeError):
         atomic_write_bytes(target, "not bytes")
     assert target.read_bytes() == b"two" and _files(tmp_path) == ["f.bin"]
+
+
+def test_atomic_writes_get_the_permissions_of_a_plain_open(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    atomic_write_text(tmp_path / "atomic.txt", "x")
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
 
 
 def test_to_cloudpath_makes_local_paths_absolute_file_urls(tmp_path, monkeypatch):
