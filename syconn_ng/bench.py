@@ -401,8 +401,9 @@ def markdown_tables(results: list[dict]) -> str:
                        f"{r['mvox_per_cpu_s'] or 0:.2f} | {r['peak_rss_worker_mib']:.0f} ({r['idle_rss_worker_mib']:.0f}) | "
                        f"{r['peak_rss_driver_mib']:.0f} |")
         out.append("")
-    out.append("| volume | run | seconds | Mvox/h per core | × SyConn2 (34 Mvox/h per core; CNNs: 4.4 Gvox/h per GPU) | Mvox per CPU-hour |")
-    out.append("|---|---|---|---|---|---|")
+    out.append("| volume | run | seconds | Mvox/h per core (wall) | × SyConn2 (34 Mvox/h per core; CNNs: 4.4 Gvox/h per GPU) "
+               "| Mvox per CPU-hour | × SyConn2 by CPU time |")
+    out.append("|---|---|---|---|---|---|---|")
     for res in sorted(results, key=lambda r: (r["oracle"], r["voxels"])):
         for key, label in (("all", "whole pipeline" + (" (no CNN: oracle)" if res["oracle"] else " (CNNs on CPU)")),
                            ("without_cnn", "without the CNN stages"), ("cnn", "CNN stages only")):
@@ -412,5 +413,6 @@ def markdown_tables(results: list[dict]) -> str:
             ratio = (f"{t['ratio_to_syconn2_gpu_per_core']:.4f} of {SYCONN2_CNN_GVOX_H_PER_GPU:g} Gvox/h per GPU" if key == "cnn"
                      else f"{t['ratio_to_syconn2_cpu']:.2f}")
             out.append(f"| {'×'.join(map(str, res['shape']))} | {label} | {t['seconds']:.1f} | {t['gvox_h_per_core'] * 1e3:.1f} | "
-                       f"{ratio} | {t['gvox_per_cpu_h'] * 1e3:.1f} |")
+                       f"{ratio} | {t['gvox_per_cpu_h'] * 1e3:.1f} | "
+                       f"{t['gvox_per_cpu_h'] * 1e3 / (SYCONN2_CNN_GVOX_H_PER_GPU * 1e3 if key == 'cnn' else SYCONN2_MVOX_H_PER_CORE):.{4 if key == 'cnn' else 2}f} |")
     return "\n".join(out) + "\n"

@@ -77,26 +77,32 @@ class ReviewStore:
             raise InputError(self.path, f"not a review database ({err})")
 
     def close(self):
-        self.db.close()
+        with self._lock:
+            self.db.close()
 
+    # one connection shared by the server's threads (tornado loop, Neuroglancer actions): every use under the lock
     def synapse_overrides(self) -> pd.DataFrame:
-        return pd.read_sql_query("SELECT * FROM synapse_overrides", self.db)
+        with self._lock:
+            return pd.read_sql_query("SELECT * FROM synapse_overrides", self.db)
 
     def cell_overrides(self) -> dict[int, str]:
-        return {int(c): t for c, t in self.db.execute("SELECT cell, type FROM cell_overrides")}
+        with self._lock:
+            return {int(c): t for c, t in self.db.execute("SELECT cell, type FROM cell_overrides").fetchall()}
 
     def decisions(self, limit: int | None = None) -> list[dict]:
         q = "SELECT * FROM decisions ORDER BY seq DESC" + (f" LIMIT {int(limit)}" if limit else "")
-        cur = self.db.execute(q)
-        names = [d[0] for d in cur.description]
-        rows = [dict(zip(names, row)) for row in cur]
+        with self._lock:
+            cur = self.db.execute(q)
+            names = [d[0] for d in cur.description]
+            rows = [dict(zip(names, row)) for row in cur.fetchall()]
         for row in rows:  # a synapse's previous / new value is a small JSON object
             if row["kind"] == "synapse":
                 row["previous"], row["value"] = json.loads(row["previous"]), json.loads(row["value"])
         return rows
 
     def count(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
+        with self._lock:
+            return self.db.execute("SELECT COUNT(*) FROM decisions").fetchone()[0]
 
     def record_synapse(self, *, key, cell_a, cell_b, xyz, synapse_id, decision, who, previous: dict, value: dict) -> int:
         """Append one synapse decision and set its override, atomically; returns the decision's seq."""
