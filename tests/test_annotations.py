@@ -392,7 +392,7 @@ def test_neuroglancer_client_colours_points_by_uint32_float32_and_uint8_properti
     centre = np.array(panel_centre(chromium))
     for p, rgb in zip(pts, expected):
         x, y = centre + (p[:2] + 0.5 - position[:2]) / scale
-        wait_for_pixel(chromium, int(round(x)), int(round(y)), rgb, timeout=60, radius=2)
+        wait_for_pixel(chromium, int(round(x)), int(round(y)), rgb, timeout=120, radius=2)
     between = centre + (np.array([50.5, 50.5]) - position[:2]) / scale  # between the markers: background only
     img = wait_for_pixel(chromium, int(between[0]), int(between[1]), (128, 128, 128), timeout=5, tolerance=12)
     assert img is not None
@@ -445,7 +445,7 @@ def test_neuroglancer_client_draws_annotations_from_every_spatial_level(tmp_path
         i = next(int(a) - 1 for a, lv in sorted(level_of.items()) if lv == level)
         with viewer.txn() as s:
             s.position = (pts[i] + 0.5).tolist()
-        wait_for_pixel(chromium, cx, cy, tuple(rgb[i]), timeout=60, radius=1)
+        wait_for_pixel(chromium, cx, cy, tuple(rgb[i]), timeout=120, radius=1)
         np.testing.assert_allclose(viewer.state.position, pts[i] + 0.5, rtol=1e-6)
 
 

@@ -507,7 +507,7 @@ def test_neuroglancer_client_draws_the_exported_synapses_and_cell_meshes_from_a_
             s.position = view.tolist()
         x, y = np.array([cx, cy]) + (p[:2] - view[:2]) / scale
         rgb = tuple(round(255 * c) for c in SYNAPSE_RGB[row.type])
-        wait_for_pixel(chromium, int(round(x)), int(round(y)), rgb, timeout=60, radius=2, tolerance=10)
+        wait_for_pixel(chromium, int(round(x)), int(round(y)), rgb, timeout=120, radius=2, tolerance=10)
     # meshes: one selected cell in the 3D panel shows its type colour; another cell of another type replaces it
     cells = pd.read_csv(exported / "cells.csv")
     first = cells.iloc[0]
@@ -549,7 +549,7 @@ def _docs_screenshot(viewer, state, synapse, driver, out_dir: Path) -> None:
     state = dict(state, position=[synapse.x + 0.5, synapse.y + 0.5, synapse.z + 0.5], crossSectionScale=0.3)
     viewer.set_state(neuroglancer.ViewerState(state))
     cx, cy = panel_centre(driver)
-    img = wait_for_pixel(driver, int(cx), int(cy), tuple(round(255 * c) for c in SYNAPSE_RGB[synapse.type]), timeout=60, radius=2,
+    img = wait_for_pixel(driver, int(cx), int(cy), tuple(round(255 * c) for c in SYNAPSE_RGB[synapse.type]), timeout=120, radius=2,
                          tolerance=10)
     out_dir.mkdir(parents=True, exist_ok=True)
     Image.fromarray(img).save(out_dir / "export_neuroglancer.png")

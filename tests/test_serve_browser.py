@@ -123,7 +123,7 @@ def test_page_shows_a_cell_in_its_colour_and_a_synapse_where_they_are(page, serv
     scale = served.ctx.viewer.viewer.state.cross_section_scale  # voxels per screen pixel
     position = np.asarray(served.ctx.viewer.viewer.state.position, float)
     np.testing.assert_allclose(position, [first.x + 0.5, first.y + 0.5, first.z + 0.5], atol=1e-3)
-    wait_for_pixel(page, int(round(centre[0])), int(round(centre[1])), PAIR_YELLOW, timeout=60, radius=2, tolerance=10)
+    wait_for_pixel(page, int(round(centre[0])), int(round(centre[1])), PAIR_YELLOW, timeout=120, radius=2, tolerance=10)
     # the pre cell's colour at a voxel deep inside it, on the drawn slice
     z = int(np.floor(position[2]))
     labels = np.asarray(cloudvolume.CloudVolume(f"file://{served.ctx.layers['cells']}", progress=False)[:, :, z][..., 0, 0])
@@ -133,13 +133,13 @@ def test_page_shows_a_cell_in_its_colour_and_a_synapse_where_they_are(page, serv
     px = centre + (np.array([x, y]) + 0.5 - position[:2]) / scale
     colour = type_colours(served.ctx.reviewed.analysis.tables_dir / "cells.csv")[str(pre)]
     rgb = tuple(int(colour[k:k + 2], 16) for k in (1, 3, 5))
-    wait_for_pixel(page, int(round(px[0])), int(round(px[1])), rgb, timeout=60, radius=1, tolerance=8)
+    wait_for_pixel(page, int(round(px[0])), int(round(px[1])), rgb, timeout=120, radius=1, tolerance=8)
     # the precomputed synapse layer draws the same synapse in its type colour
     with served.ctx.viewer.viewer.txn() as s:
         s.layers["pair"].visible = False
         s.layers["synapses"].visible = True
     want = tuple(round(255 * c) for c in SYNAPSE_RGB[first.type])
-    wait_for_pixel(page, int(round(centre[0])), int(round(centre[1])), want, timeout=60, radius=2, tolerance=12)
+    wait_for_pixel(page, int(round(centre[0])), int(round(centre[1])), want, timeout=120, radius=2, tolerance=12)
     with served.ctx.viewer.viewer.txn() as s:
         s.layers["pair"].visible = True
         s.layers["raw"].visible = True

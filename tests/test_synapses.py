@@ -105,6 +105,17 @@ def test_direction_pre_is_the_vesicle_side_and_ties_go_to_axon_then_density_then
     assert orient(df)["pre_cell"].tolist()[3] == 2
 
 
+def test_with_clouds_on_both_sides_the_nearer_cloud_marks_the_presynaptic_side():
+    # b holds more vesicles, but 350 nm away (the cloud of another of its boutons); a's abuts the cleft
+    df = pd.DataFrame({"cell_a": np.array([1, 1], np.uint64), "cell_b": np.array([2, 2], np.uint64),
+                       "vc_voxels_a": [1500.0, 1500.0], "vc_voxels_b": [1700.0, 0.0],
+                       "vc_dist_a_nm": [120.0, 120.0], "vc_dist_b_nm": [360.0, 500.0]})
+    out = orient(df)
+    assert out["pre_cell"].tolist() == [1, 1]
+    assert out["direction_rule"].tolist() == ["vc_nearest", "vc"]
+    assert out["direction_confidence"].tolist() == [0.75, 1.0]
+
+
 def test_matching_needs_the_same_unordered_pair_within_the_distance():
     true = pd.DataFrame({"pre_cell": [1, 3], "post_cell": [2, 4], "x": [10.0, 50.0], "y": [10.0, 50.0], "z": [5.0, 5.0],
                          "type": ["asymmetric", "symmetric"], "area_um2": [0.1, 0.2]})

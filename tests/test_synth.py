@@ -334,15 +334,6 @@ def test_cli_synth_writes_a_tissue_and_prints_a_summary(tmp_path, capsys):
     assert CloudVolume(to_cloudpath(tmp_path / "t" / "raw"), progress=False).volume_size.tolist() == [64, 64, 32]
 
 
-def test_cli_example_makes_a_tissue_and_prints_its_layer_paths(tmp_path, capsys):
-    main(["example", str(tmp_path / "ex"), "--shape", "64,64,32"])
-    printed = capsys.readouterr().out
-    assert "cells:" in printed and "synapses:" in printed
-    for name in LAYER_KINDS:
-        assert f"precomputed://file://{tmp_path / 'ex' / name}" in printed
-    assert load_config(tmp_path / "ex").dataset.raw == "raw"
-
-
 def test_synth_refuses_a_folder_holding_something_else_and_replaces_an_old_tissue(tmp_path, capsys):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "precious.txt").write_text("keep me")

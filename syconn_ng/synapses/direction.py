@@ -1,11 +1,14 @@
 """Synapse direction (which partner is presynaptic) and the partners' compartments at the synapse.
 
-Rule: pre = the side with more vesicle-cloud volume near the cleft. Ties (equal volume, usually
-none on either side) go to the side whose nearest skeleton node is more likely axon; if that
-is unknown or equal too, to the side whose band beside the cleft is brighter (the postsynaptic
-density darkens the other side); if equal, to the cell with the lower id.
-`direction_confidence` is the pre side's share of the vesicle volume (0.5 on a tie), so
-tie-broken synapses can be filtered; `direction_rule` says which rule decided.
+Rule: where both sides have vesicle clouds near the cleft, pre = the side whose nearest cloud is
+closer (a bouton's cloud abuts its own active zone; a cell can hold a cloud of another of its
+synapses a few hundred nm away). Otherwise pre = the side with more vesicle-cloud volume. Ties
+(usually no cloud on either side) go to the side whose nearest skeleton node is more likely axon;
+if that is unknown or equal too, to the side whose band beside the cleft is brighter (the
+postsynaptic density darkens the other side); if equal, to the cell with the lower id.
+`direction_confidence` is the pre side's share of the summed nearest-cloud distances (`vc_nearest`)
+or of the vesicle volume (`vc`; 0.5 on a tie), so doubtful synapses can be filtered;
+`direction_rule` says which rule decided.
 """
 
 from __future__ import annotations
@@ -53,23 +56,29 @@ def orient(df: pd.DataFrame) -> pd.DataFrame:
     """Add `pre_cell`, `post_cell`, `direction_confidence`, `direction_rule` and the `_pre` / `_post`
     copies of the sided columns (`ORDERED`, from `_a` / `_b`).
 
-    df: candidates with `cell_a`, `cell_b`, `vc_voxels_a/b` and optionally `p_axon_a/b`.
-    direction_rule: `vc` (vesicle volume decided), `axon` (tie broken by compartments), `psd` (by
-    the bands' grey levels) or `id`.
+    df: candidates with `cell_a`, `cell_b`, `vc_voxels_a/b` and optionally `vc_dist_a/b_nm`, `p_axon_a/b`.
+    direction_rule: `vc_nearest` (both sides have clouds; the nearer decided), `vc` (vesicle volume
+    decided), `axon` (tie broken by compartments), `psd` (by the bands' grey levels) or `id`.
     """
     out = df.copy()
     va, vb = out["vc_voxels_a"].to_numpy(np.float64), out["vc_voxels_b"].to_numpy(np.float64)
+    da = out["vc_dist_a_nm"].to_numpy(np.float64) if "vc_dist_a_nm" in out else np.full(len(out), np.nan)
+    db = out["vc_dist_b_nm"].to_numpy(np.float64) if "vc_dist_b_nm" in out else np.full(len(out), np.nan)
+    nearest = (va > 0) & (vb > 0) & np.isfinite(da) & np.isfinite(db) & (da != db)
     pa = out["p_axon_a"].to_numpy(np.float64) if "p_axon_a" in out else np.full(len(out), np.nan)
     pb = out["p_axon_b"].to_numpy(np.float64) if "p_axon_b" in out else np.full(len(out), np.nan)
     axon_known = np.isfinite(pa) & np.isfinite(pb) & (pa != pb)
     ba = out["band_raw_a"].to_numpy(np.float64) if "band_raw_a" in out else np.zeros(len(out))
     bb = out["band_raw_b"].to_numpy(np.float64) if "band_raw_b" in out else np.zeros(len(out))
     by_id = out["cell_a"].to_numpy(np.uint64) < out["cell_b"].to_numpy(np.uint64)
-    a_pre = np.where(va != vb, va > vb, np.where(axon_known, np.nan_to_num(pa) > np.nan_to_num(pb), np.where(ba != bb, ba > bb, by_id)))
-    out["direction_rule"] = np.where(va != vb, "vc", np.where(axon_known, "axon", np.where(ba != bb, "psd", "id")))
+    a_pre = np.where(nearest, da < db, np.where(va != vb, va > vb, np.where(axon_known, np.nan_to_num(pa) > np.nan_to_num(pb),
+                                                                            np.where(ba != bb, ba > bb, by_id))))
+    out["direction_rule"] = np.where(nearest, "vc_nearest", np.where(va != vb, "vc", np.where(axon_known, "axon", np.where(ba != bb, "psd", "id"))))
     total = va + vb
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["direction_confidence"] = np.round(np.where(total > 0, np.where(a_pre, va, vb) / total, 0.5), 4)
+        by_volume = np.where(total > 0, np.where(a_pre, va, vb) / total, 0.5)
+        by_distance = np.where(a_pre, db, da) / (da + db)
+    out["direction_confidence"] = np.round(np.where(nearest, by_distance, by_volume), 4)
     out["pre_cell"] = np.where(a_pre, out["cell_a"], out["cell_b"]).astype(np.uint64)
     out["post_cell"] = np.where(a_pre, out["cell_b"], out["cell_a"]).astype(np.uint64)
     for name in ORDERED:
