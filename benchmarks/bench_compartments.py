@@ -43,20 +43,15 @@ def loop_window_features(graph, window_nm: float) -> np.ndarray:
 def oracle_analysis(tmp: Path, shape, seed: int):
     """Generate tissue and run objects → hulls → mapping with the true barrier and organelles."""
     from syconn_ng.analysis import Analysis
-    from syconn_ng.config import load_config, write_config
+    from syconn_ng.config import write_config
     from syconn_ng.engine import LocalExecutor, run_stage
     from syconn_ng.stages import get_stage
-    from syconn_ng.synth.generate import generate_tissue
+    from syconn_ng.synth.generate import generate_tissue, oracle_config
 
     t0 = time.perf_counter()
     stats = generate_tissue(tmp / "synth", shape=shape, seed=seed)
     synth = tmp / "synth"
-    cfg = load_config(synth)
-    cfg.dataset.raw = str(synth / "raw")
-    cfg.dataset.skeletons = [str(synth / "skeletons" / "*.k.zip")]
-    cfg.oracle.barrier = str(synth / "truth" / "barrier")
-    cfg.oracle.organelles = str(synth / "truth" / "organelles")
-    write_config(cfg, tmp / "analysis")
+    write_config(oracle_config(synth), tmp / "analysis")
     analysis = Analysis.open(tmp / "analysis")
     ex = LocalExecutor(1)
     try:

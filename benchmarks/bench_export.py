@@ -198,7 +198,7 @@ def main():
               f"{len(pd.read_csv(analysis / 'tables' / 'cells.csv'))} cells, {len(pd.read_csv(analysis / 'tables' / 'synapses.csv'))} synapses")
         rows = bench_export(analysis, work)
         base = rows[0]["seconds"]
-        print(f"\n| export of the analysis | seconds | files | MB | peak traced MB | time vs plain copy |\n|---|---|---|---|---|---|")
+        print("\n| export of the analysis | seconds | files | MB | peak traced MB | time vs plain copy |\n|---|---|---|---|---|---|")
         for r in rows:
             print(f"| {r['what']} | {r['seconds']} | {r['files']} | {r['MB']} | {r['peak_MB']} | {r['seconds'] / base:.1f}× |")
 

@@ -67,12 +67,12 @@ def main():
 
     from syconn_ng.analysis import Analysis
     from syconn_ng.box import Box
-    from syconn_ng.config import load_config, write_config
+    from syconn_ng.config import write_config
     from syconn_ng.engine import LocalExecutor, run_stage
     from syconn_ng.hulls.raycast import RayParams, cast_rays, node_degrees, node_tangents, ray_directions
     from syconn_ng.layers import layer_box, open_layer, read_box
     from syconn_ng.stages import get_stage
-    from syconn_ng.synth.generate import generate_tissue
+    from syconn_ng.synth.generate import generate_tissue, oracle_config
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -81,11 +81,7 @@ def main():
         print(f"synthetic tissue {shape}: {stats['cells']} cells, {stats['skeleton_nodes']} traced nodes, "
               f"{stats['mitochondria']} mi, {stats['vesicle_clouds']} vc, {stats['synapses']} sj ({time.perf_counter() - t0:.1f} s)")
         synth = tmp / "synth"
-        cfg = load_config(synth)
-        cfg.dataset.raw = str(synth / "raw")
-        cfg.dataset.skeletons = [str(synth / "skeletons" / "*.k.zip")]
-        cfg.oracle.barrier = str(synth / "truth" / "barrier")
-        cfg.oracle.organelles = str(synth / "truth" / "organelles")
+        cfg = oracle_config(synth)
         write_config(cfg, tmp / "analysis")
         analysis = Analysis.open(tmp / "analysis")
         ex = LocalExecutor(1)

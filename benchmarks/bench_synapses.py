@@ -23,10 +23,10 @@ import numpy as np
 def prepare(workdir: Path):
     """The tissue and its oracle analysis up to mapping (reused when present)."""
     from syconn_ng.analysis import Analysis
-    from syconn_ng.config import load_config, write_config
+    from syconn_ng.config import write_config
     from syconn_ng.engine import LocalExecutor, run_stage
     from syconn_ng.stages import get_stage
-    from syconn_ng.synth.generate import generate_tissue
+    from syconn_ng.synth.generate import generate_tissue, oracle_config
 
     tissue, out = workdir / "tissue", workdir / "analysis"
     if not (tissue / ".complete").exists():
@@ -35,12 +35,7 @@ def prepare(workdir: Path):
         (tissue / ".complete").write_text("ok")
     if not (out / ".complete").exists():
         shutil.rmtree(out, ignore_errors=True)
-        cfg = load_config(tissue)
-        cfg.dataset.raw = str(tissue / "raw")
-        cfg.dataset.skeletons = [str(tissue / "skeletons" / "*.k.zip")]
-        cfg.oracle.barrier = str(tissue / "truth" / "barrier")
-        cfg.oracle.organelles = str(tissue / "truth" / "organelles")
-        write_config(cfg, out)
+        write_config(oracle_config(tissue), out)
         ex = LocalExecutor(1)
         try:
             for name in ("objects", "hulls", "mapping"):

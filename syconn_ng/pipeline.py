@@ -122,6 +122,9 @@ def run_pipeline(analysis, names: list[str], *, force=(), executor=None, progres
     stages = [get_stage(n) for n in names]
     for n in force:
         get_stage(n)
+        if n not in names:
+            raise SyconnError(f"--force {n}: {n!r} is not among the stages this run selects ({', '.join(names)}); "
+                              f"add it with --only/--from, or leave --force out")
     check_inputs(analysis, stages)
     own = executor is None
     executor = make_executor(analysis.config) if own else executor

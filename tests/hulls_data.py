@@ -11,10 +11,11 @@ import numpy as np
 
 from syconn_ng.analysis import Analysis
 from syconn_ng.box import Box
-from syconn_ng.config import Config, load_config, write_config
+from syconn_ng.config import Config, write_config
 from syconn_ng.io.annotation import write_annotation
 from syconn_ng.io.skeleton import Node, Parameters, Skeleton, Tree
 from syconn_ng.layers import create_layer, layer_box, open_layer, read_box, write_box
+from syconn_ng.synth.generate import oracle_config
 
 VOXEL_SIZE_NM = (10.0, 10.0, 20.0)
 
@@ -105,12 +106,7 @@ def synth_analysis(synth_dir, tmp_path_factory) -> Analysis:
             shutil.rmtree(out, ignore_errors=True)
             out.mkdir(parents=True)
             synth = Path(synth_dir)
-            cfg = load_config(synth)
-            cfg.dataset.raw = str(synth / "raw")
-            cfg.dataset.skeletons = [str(synth / "skeletons" / "*.k.zip")]
-            cfg.oracle.barrier = str(synth / "truth" / "barrier")
-            cfg.oracle.organelles = str(synth / "truth" / "organelles")
-            write_config(cfg, out)
+            write_config(oracle_config(synth), out)
             analysis = Analysis.open(out)
             executor = LocalExecutor(1)
             try:

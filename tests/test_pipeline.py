@@ -161,6 +161,18 @@ def test_stage_selection_follows_pipeline_order():
         select_stages(start="mapping", until="objects")
 
 
+def test_forcing_a_stage_the_run_does_not_select_is_refused_before_any_work(tmp_path):
+    from syconn_ng.analysis import Analysis
+    from syconn_ng.config import Config, write_config
+    from syconn_ng.errors import SyconnError
+    from syconn_ng.pipeline import run_pipeline
+
+    write_config(Config(), tmp_path)
+    with pytest.raises(SyconnError, match="--force hulls: 'hulls' is not among the stages this run selects"):
+        run_pipeline(Analysis.open(tmp_path), ["synapses"], force=["hulls"], progress=False)
+    assert not (tmp_path / "state").exists() and not (tmp_path / "layers").exists()
+
+
 # ---------------------------------------------------------------- the end-to-end run with the CNNs
 
 def test_end_to_end_run_with_the_cnns_meets_the_accuracy_floors(cnn):

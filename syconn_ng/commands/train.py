@@ -85,7 +85,7 @@ def train_cnn(task, out, raw, labels, mask, invert_labels, val_sections, voxel_s
     click.echo(f"wrote {out} and {Path(out).with_suffix('.json')}; learning curve {curve}")
 
 
-from syconn_ng.commands import train_forests  # noqa: E402,F401  (registers train compartments / spines / celltypes)
+from syconn_ng.commands import train_forests as _forest_commands  # noqa: E402,F401  (registers train compartments / spines / celltypes)
 
 
 @train.command("synapses")

@@ -13,10 +13,10 @@ def synthetic_training_set(workdir, *, stages=("objects", "hulls", "mapping"), s
                            progress: bool = True) -> list[tuple[Path, list[str]]]:
     """(analysis dir, [labels glob]) per tissue under `workdir`, generated and run where missing (resumable)."""
     from syconn_ng.analysis import Analysis
-    from syconn_ng.config import load_config, write_config
+    from syconn_ng.config import write_config
     from syconn_ng.engine import LocalExecutor, run_stage
     from syconn_ng.stages import get_stage
-    from syconn_ng.synth.generate import generate_tissue
+    from syconn_ng.synth.generate import generate_tissue, oracle_config
 
     workdir = Path(workdir)
     out = []
@@ -30,12 +30,7 @@ def synthetic_training_set(workdir, *, stages=("objects", "hulls", "mapping"), s
                     generate_tissue(synth, shape=shape, seed=seed)
                     (synth / ".complete").write_text("ok\n")
                 if not (root / "syconn.toml").exists():
-                    cfg = load_config(synth)
-                    cfg.dataset.raw = str(synth / "raw")
-                    cfg.dataset.skeletons = [str(synth / "skeletons" / "*.k.zip")]
-                    cfg.oracle.barrier = str(synth / "truth" / "barrier")
-                    cfg.oracle.organelles = str(synth / "truth" / "organelles")
-                    write_config(cfg, root)
+                    write_config(oracle_config(synth), root)
                 analysis = Analysis.open(root)
                 for name in stages:  # finished stages are skipped by the driver
                     run_stage(get_stage(name), analysis, executor=executor, progress=progress)

@@ -103,10 +103,10 @@ def prepare_synthetic(workdir, *, seeds=TRAINING_SEEDS, progress=print) -> tuple
     import shutil
 
     from syconn_ng.analysis import Analysis
-    from syconn_ng.config import load_config, write_config
+    from syconn_ng.config import write_config
     from syconn_ng.engine import LocalExecutor, run_stage
     from syconn_ng.stages import get_stage
-    from syconn_ng.synth.generate import generate_tissue
+    from syconn_ng.synth.generate import generate_tissue, oracle_config
 
     workdir = Path(workdir)
     analyses, tissues = [], []
@@ -123,12 +123,7 @@ def prepare_synthetic(workdir, *, seeds=TRAINING_SEEDS, progress=print) -> tuple
                 out = workdir / f"{kind}{seed}"
                 if not (out / ".complete").exists():
                     shutil.rmtree(out, ignore_errors=True)
-                    cfg = load_config(tissue)
-                    cfg.dataset.raw = str(tissue / "raw")
-                    cfg.dataset.skeletons = [str(tissue / "skeletons" / "*.k.zip")]
-                    cfg.oracle.barrier = str(tissue / "truth" / "barrier")
-                    if kind == "oracle":
-                        cfg.oracle.organelles = str(tissue / "truth" / "organelles")
+                    cfg = oracle_config(tissue, ("barrier", "organelles") if kind == "oracle" else ("barrier",))
                     cfg.synapses.model, cfg.synapses.type_model = "none", "threshold"  # features do not depend on the models
                     write_config(cfg, out)
                     for name in stages:

@@ -147,6 +147,20 @@ def write_analysis_config(out: Path, voxel_size_nm, chunk_size) -> Path:
     return write_config(cfg, out)
 
 
+def oracle_config(tissue, oracle=("barrier", "organelles")):
+    """A `Config` analysing the synthetic tissue at `tissue` from another folder (raw EM and skeletons by
+    absolute path) with the tissue's truth layers named in `oracle` instead of the CNNs' outputs."""
+    from syconn_ng.config import load_config
+
+    tissue = Path(tissue).resolve()
+    cfg = load_config(tissue)
+    cfg.dataset.raw = str(tissue / "raw")
+    cfg.dataset.skeletons = [str(tissue / "skeletons" / "*.k.zip")]
+    for name in oracle:
+        setattr(cfg.oracle, name, str(tissue / "truth" / name))
+    return cfg
+
+
 def _progress(total: int, enabled: bool):
     from tqdm import tqdm
 
