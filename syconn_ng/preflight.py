@@ -4,7 +4,7 @@
 * a voxel size in `syconn.toml` that differs from the raw layer's (or an oracle layer's) resolution;
 * oracle layers whose bounds differ from the raw layer's;
 * a skeleton tree with no node inside the volume (wrong dataset, or wrong scale / offset);
-* a missing CNN model file for a CNN stage that will run.
+* a missing model file (CNN weights or a forest) for a stage that will run.
 """
 
 from __future__ import annotations
@@ -106,3 +106,7 @@ def check_inputs(analysis, stages) -> None:
     for stage in stages:
         if hasattr(stage, "model_path") and not getattr(analysis.config.oracle, stage.name, ""):
             stage.model_path(analysis)  # an InputError naming the missing file
+        for path in getattr(stage, "model_files", lambda a: [])(analysis):
+            if not Path(path).is_file():
+                raise InputError(path, f"no such model file for the '{stage.name}' stage (set in [{stage.name}] of "
+                                       f"syconn.toml; '' = the bundled model)")

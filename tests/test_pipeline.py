@@ -118,7 +118,8 @@ def _run_in_process(capsys, *args) -> str:
     return err
 
 
-@pytest.mark.parametrize("case", ["missing raw layer", "missing oracle layer", "missing skeleton file", "voxel size mismatch"])
+@pytest.mark.parametrize("case", ["missing raw layer", "missing oracle layer", "missing skeleton file", "voxel size mismatch",
+                                  "missing synapse forest"])
 def test_run_refuses_bad_config_before_any_work(case, tmp_path, tmp_path_factory, capsys):
     t = tissue(tmp_path_factory)
     changes, expected = {
@@ -126,6 +127,7 @@ def test_run_refuses_bad_config_before_any_work(case, tmp_path, tmp_path_factory
         "missing oracle layer": ({"oracle__barrier": "truth/no_such_layer"}, ["[oracle] barrier", "no_such_layer"]),
         "missing skeleton file": ({"dataset__skeletons": [str(tmp_path / "cell_1.nml")]}, ["[dataset] skeletons", "cell_1.nml", "no such file"]),
         "voxel size mismatch": ({"dataset__voxel_size_nm": [8.0, 8.0, 30.0]}, ["raw", "voxel size [10.0, 10.0, 20.0] nm differs", "[8.0, 8.0, 30.0]"]),
+        "missing synapse forest": ({"synapses__model": "models/mine.skops"}, ["mine.skops", "no such model file for the 'synapses' stage"]),
     }[case]
     ana = _bad_analysis(tmp_path, t, **changes)
     err = _run_in_process(capsys, ana)

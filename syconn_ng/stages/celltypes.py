@@ -137,6 +137,10 @@ class CelltypesStage:
     def upstream(self, analysis) -> list[str]:
         return ["compartments", "synapses"]
 
+    def model_files(self, analysis) -> list[Path]:
+        """The forest this stage uses (checked before a run starts; recorded in its provenance)."""
+        return [self._model(analysis)]
+
     def _model(self, analysis) -> Path:
         return resolve_model(analysis.config.celltypes.model, "celltypes", analysis.root)
 

@@ -204,6 +204,10 @@ class CompartmentsStage:
     def upstream(self, analysis) -> list[str]:
         return ["hulls", "mapping"]
 
+    def model_files(self, analysis) -> list[Path]:
+        """The forests this stage uses (checked before a run starts; recorded in its provenance)."""
+        return list(self._model_paths(analysis))
+
     def _model_paths(self, analysis) -> tuple[Path, Path]:
         c = analysis.config.compartments
         return (resolve_model(c.model, "compartments", analysis.root), resolve_model(c.spine_model, "spines", analysis.root))

@@ -235,6 +235,15 @@ def _model_digest(value: str, name: str, root) -> str:
 class SynapsesStage:
     """The `synapses` stage for the driver (`syconn_ng.engine.run_stage`)."""
 
+    def model_files(self, analysis) -> list[Path]:
+        """The synapse and type forests this stage uses ('none' / 'threshold' rules use none); checked before a
+        run starts and recorded in its provenance."""
+        from syconn_ng.compartments.forest import resolve_model
+
+        s = analysis.config.synapses
+        return [resolve_model(value, name, analysis.root) for value, name in ((s.model, "synapses"), (s.type_model, "synapse_types"))
+                if value.strip().lower() not in ("none", "threshold")]
+
     name = "synapses"
 
     def _cells(self, analysis):
