@@ -113,7 +113,7 @@ def released_writer(path: Path, syn: pd.DataFrame, voxel_size_nm) -> None:
 
 
 def bench_annotations(syn: pd.DataFrame, voxel_size_nm, work: Path) -> dict[str, dict]:
-    from syconn_ng.export import write_synapse_layer
+    from syconn_ng.stages.synapses import write_synapse_layer
     from syconn_ng.export.sharded import shard_annotations
 
     out = {}

@@ -27,6 +27,7 @@ import pandas as pd
 
 from syconn_ng.errors import InputError
 from syconn_ng.layers import local_dir, to_cloudpath
+from syconn_ng.stages.synapses import write_synapse_layer
 
 LAYERS = ("raw", "barrier", "organelles", "mi", "vc", "sj", "cells", "synapses")
 DEFAULT_LAYERS = ("raw", "mi", "vc", "sj", "cells", "synapses")
@@ -124,18 +125,6 @@ def reviewed_tables(analysis) -> tuple[pd.DataFrame | None, pd.DataFrame | None,
 
 
 # ---------------------------------------------------------------- writing the pieces (into the staging folder)
-
-def write_synapse_layer(path: Path, syn: pd.DataFrame, voxel_size_nm) -> dict:
-    """The synapse annotation layer, as the `synapses` stage writes it (area, probability, type; pre/post cell)."""
-    from syconn_ng.annotations import write_annotations
-
-    return write_annotations(
-        path, ids=syn["id"].to_numpy(np.uint64), points_vx=syn[["x", "y", "z"]].to_numpy(np.float64), voxel_size_nm=voxel_size_nm,
-        properties={"area": syn["area_um2"].to_numpy(np.float32), "probability": syn["probability"].to_numpy(np.float32),
-                    "type": (syn["type"] == "symmetric").to_numpy(np.uint8)},
-        relationships={"pre_cell": syn["pre_cell"].to_numpy(np.uint64), "post_cell": syn["post_cell"].to_numpy(np.uint64)},
-        enum_labels={"type": {0: "asymmetric", 1: "symmetric"}})
-
 
 def copy_meshes(src: Path, dst: Path, ids: np.ndarray | None) -> int:
     """Legacy meshes (`<id>:0` manifest + fragments) of `ids` (None = all) and the mesh `info`; returns the count."""

@@ -207,11 +207,17 @@ def synapse_table(cand, voxel_size_nm, min_probability: float):
 
 
 def write_layer(analysis, syn, voxel_size_nm) -> dict:
-    """The annotation layer `layers/synapses`: points with area, probability, type, pre and post cell."""
-    from syconn_ng.annotations import write_annotations
+    """The annotation layer `layers/synapses` of the synapse table `syn`."""
     from syconn_ng.layers import local_dir
 
-    path = local_dir(analysis.layer_path("synapses"))
+    return write_synapse_layer(local_dir(analysis.layer_path("synapses")), syn, voxel_size_nm)
+
+
+def write_synapse_layer(path, syn, voxel_size_nm) -> dict:
+    """A precomputed annotation layer at `path` of the synapse table `syn`: points with area, probability and
+    type (uint8 enum) and the pre/post cell relationships (also what `syconn-ng export` writes)."""
+    from syconn_ng.annotations import write_annotations
+
     return write_annotations(
         path, ids=syn["id"].to_numpy(np.uint64), points_vx=syn[["x", "y", "z"]].to_numpy(np.float64), voxel_size_nm=voxel_size_nm,
         properties={"area": syn["area_um2"].to_numpy(np.float32), "probability": syn["probability"].to_numpy(np.float32),
