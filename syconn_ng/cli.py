@@ -17,7 +17,7 @@ from syconn_ng.errors import SyconnError
 # name -> (module, attribute, one-line help shown by `syconn-ng --help`)
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "synth": ("syconn_ng.commands.synth", "synth", "Generate a synthetic EM tissue with complete ground truth."),
-    "example": ("syconn_ng.commands.example", "example", "Make a small synthetic tissue and summarise it."),
+    "example": ("syconn_ng.commands.example", "example", "Synthetic tissue through the whole pipeline: accuracy table and report.html."),
     "init": ("syconn_ng.commands.init", "init", "Start an analysis directory with a commented syconn.toml."),
     "run": ("syconn_ng.commands.run", "run", "Run the pipeline's stages (resumable; local process pool or Dask)."),
     "evaluate": ("syconn_ng.commands.evaluate", "evaluate", "Score an analysis against synthetic ground truth (table or --json)."),
