@@ -4,9 +4,10 @@ Two datasets (see their README for sources and licences; both are non-commercial
 the data nor weights trained on them are ever packaged — this writes into a folder you name):
 * Drosophila VNC (Gerhard et al. 2013), 20 sections of 1024², 4.6 x 4.6 x 50 nm: membranes,
   mitochondria, synapses. Barrier and organelle models (vc has no labels there: learnt as empty).
-* ISBI 2012 training set, 30 sections of 512², 4 x 4 x 50 nm: membranes (label 0 = membrane).
+* ISBI 2012 training set, 30 sections of 512², 4 x 4 x 50 nm: membranes (label 0 = membrane), 3-fold
+  cross-validation by section blocks.
 
-Usage: python -m syconn_ng.cnn.realdata REALDATA_DIR OUT_DIR [--minutes 15]
+Usage: python -m syconn_ng.cnn.realdata REALDATA_DIR OUT_DIR [--minutes 15] [--device cuda --batch-size 16]
 Writes OUT_DIR/<name>.pt (+ .json, learning curve), OUT_DIR/results.json and picture panels.
 """
 
@@ -21,9 +22,12 @@ import numpy as np
 
 from syconn_ng.cnn.train import LabelledVolume, TrainSettings, read_stack, train_model
 
-# held-out split by section: train on the first sections, validate (early stopping) on the next, test on the last
-SPLITS = {"vnc": {"train": (0, 13), "val": (13, 15), "test": (15, 20)},
-          "isbi": {"train": (0, 20), "val": (20, 24), "test": (24, 30)}}
+# held-out splits by section: train on some sections, validate (early stopping) on the next, test on the rest.
+# VNC: one split. ISBI: 3-fold cross-validation over its 30 sections (the test labels were never released).
+SPLITS = {"vnc": [{"train": [(0, 13)], "val": (13, 15), "test": (15, 20)}],
+          "isbi": [{"train": [(14, 30)], "val": (10, 14), "test": (0, 10)},
+                   {"train": [(0, 10), (24, 30)], "val": (20, 24), "test": (10, 20)},
+                   {"train": [(0, 16)], "val": (16, 20), "test": (20, 30)}]}
 VOXEL_SIZE_NM = {"vnc": [4.6, 4.6, 50.0], "isbi": [4.0, 4.0, 50.0]}
 
 
@@ -56,9 +60,8 @@ def load_isbi(root) -> tuple[LabelledVolume, np.ndarray]:
     return LabelledVolume("ISBI 2012 membranes", raw.astype(np.uint8), (lab <= 127)[..., None]), cells.astype(np.int64)
 
 
-def _split(v: LabelledVolume, key: str):
-    s = SPLITS[key]
-    return v.sections(*s["train"]), v.sections(*s["val"]), v.sections(*s["test"])
+def _split(v: LabelledVolume, split: dict):
+    return [v.sections(*t) for t in split["train"]], v.sections(*split["val"]), v.sections(*split["test"])
 
 
 def score_membranes(prob: np.ndarray, truth: np.ndarray, cells: np.ndarray) -> dict:
@@ -97,31 +100,34 @@ def panel(raw2d: np.ndarray, prob2d: np.ndarray, truth2d: np.ndarray, path, *, s
     return path
 
 
-def run(root, out, *, minutes: float = 15.0, progress: bool = True) -> dict:
-    """Train and score the three real-data models; returns (and writes) the results."""
+def run(root, out, *, minutes: float = 15.0, device: str = "cpu", batch_size: int = 2, width: int = 16, loader_threads: int = 0,
+        progress: bool = True) -> dict:
+    """Train and score the real-data models (VNC membranes, VNC organelles, ISBI membranes in 3 folds);
+    returns (and writes) the results, with the ISBI folds' mean."""
     from syconn_ng.cnn.inference import Predictor, predict_volume
     from syconn_ng.cnn.modelfile import load_model
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    base = TrainSettings(depth=4, patch_size=[160, 160, 4], inference_patch=[256, 256, 4], output_crop=[16, 16, 0], batch_size=2,
-                         iterations=100000, max_minutes=minutes, validate_every=50, patience=8, threads=1, seed=0)
+    base = TrainSettings(width=width, depth=4, patch_size=[160, 160, 4], inference_patch=[256, 256, 4], output_crop=[16, 16, 0],
+                         batch_size=batch_size, iterations=100000, max_minutes=minutes, validate_every=50, patience=8, threads=1,
+                         seed=0, device=device, loader_threads=loader_threads)
     results = {}
     vnc_barrier, vnc_organelles, vnc_cells = load_vnc(root)
     isbi, isbi_cells = load_isbi(root)
-    jobs = [("vnc_barrier", "barrier", vnc_barrier, "vnc"), ("isbi_barrier", "barrier", isbi, "isbi"),
-            ("vnc_organelles", "organelles", vnc_organelles, "vnc")]
-    for name, task, vol, key in jobs:
-        train, val, test = _split(vol, key)
+    jobs = [("vnc_barrier", "barrier", vnc_barrier, vnc_cells, "vnc", SPLITS["vnc"][0]),
+            ("vnc_organelles", "organelles", vnc_organelles, None, "vnc", SPLITS["vnc"][0])]
+    jobs += [(f"isbi_barrier_fold{k}", "barrier", isbi, isbi_cells, "isbi", split) for k, split in enumerate(SPLITS["isbi"])]
+    for name, task, vol, cells, key, split in jobs:
+        train, val, test = _split(vol, split)
         settings = replace(base, voxel_size_nm=VOXEL_SIZE_NM[key])
         path = out / f"{name}.pt"
-        train_model(task, [train], [val], settings, out=path, progress=progress, curve_png=out / f"{name}_curve.png",
-                    data_description=f"{vol.name}, sections {SPLITS[key]['train']} (validation {SPLITS[key]['val']})")
+        train_model(task, train, [val], settings, out=path, progress=progress, curve_png=out / f"{name}_curve.png",
+                    data_description=f"{vol.name}, sections {split['train']} (validation {split['val']})")
         module, info = load_model(path)
-        prob = predict_volume(Predictor.from_model(module, info, batch_size=1), test.raw)
+        prob = predict_volume(Predictor.from_model(module, info, batch_size=batch_size, device=device), test.raw)
         if task == "barrier":
-            cells = (vnc_cells if key == "vnc" else isbi_cells)[:, :, slice(*SPLITS[key]["test"])]
-            results[name] = score_membranes(prob, test.target[..., 0], cells)
+            results[name] = score_membranes(prob, test.target[..., 0], cells[:, :, slice(*split["test"])])
             panel(test.raw[:, :, 0], prob[:, :, 0, 0], test.target[:, :, 0, 0], out / f"{name}_test_section.png")
         else:
             results[name] = score_vnc_organelles(prob, test.target)
@@ -130,9 +136,13 @@ def run(root, out, *, minutes: float = 15.0, progress: bool = True) -> dict:
             crop = (slice(max(0, x - 128), max(0, x - 128) + 256), slice(max(0, y - 128), max(0, y - 128) + 256), z)
             panel(test.raw[crop], np.maximum(prob[crop + (0,)], prob[crop + (2,)] // 2), test.target[crop + (0,)] | test.target[crop + (2,)],
                   out / f"{name}_test_section.png")
-        results[name]["test_sections"] = list(SPLITS[key]["test"])
-        results[name]["training_seconds"] = info.training["seconds"]
-        results[name]["iterations"] = info.training["iterations_run"]
+        results[name].update(test_sections=list(split["test"]), training_seconds=info.training["seconds"],
+                             iterations=info.training["iterations_run"], best_iteration=info.training["best_iteration"],
+                             device=device, batch_size=batch_size, width=width)
+        folds = [r for k, r in results.items() if k.startswith("isbi_barrier_fold")]
+        if folds:
+            results["isbi_barrier_mean"] = {"folds": len(folds), "pixel_f1": float(np.mean([r["pixel"]["f1"] for r in folds])),
+                                            "adapted_rand_error": float(np.mean([r["adapted_rand_error"] for r in folds]))}
         (out / "results.json").write_text(json.dumps(results, indent=1, default=float) + "\n")
     return results
 
@@ -142,8 +152,14 @@ def main(argv=None):
     ap.add_argument("realdata", help="the shared/realdata folder")
     ap.add_argument("out", help="folder for the (non-redistributable) weights, results.json and pictures")
     ap.add_argument("--minutes", type=float, default=15.0, help="training time per model")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="train and predict here")
+    ap.add_argument("--batch-size", type=int, default=2, help="patches per step (larger on a GPU)")
+    ap.add_argument("--width", type=int, default=16, help="U-Net channels at full resolution")
+    ap.add_argument("--loader-threads", type=int, default=0, help="threads preparing batches ahead (use ~8 with a GPU)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
-    print(json.dumps(run(args.realdata, args.out, minutes=args.minutes), indent=1, default=float))
+    print(json.dumps(run(args.realdata, args.out, minutes=args.minutes, device=args.device, batch_size=args.batch_size,
+                         width=args.width, loader_threads=args.loader_threads, progress=not args.quiet), indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -165,24 +165,25 @@ class PatchSampler:
                 per_channel.append(idx)
             self.foreground.append(per_channel)
 
-    def sample(self):
-        """(raw (X, Y, Z) uint8, target (X, Y, Z, C) bool, mask (X, Y, Z) bool) of one patch."""
-        i = int(self.rng.choice(len(self.volumes), p=self.volume_p))
+    def sample(self, rng: np.random.Generator | None = None):
+        """(raw (X, Y, Z) uint8, target (X, Y, Z, C) bool, mask (X, Y, Z) bool) of one patch (drawn with `rng`, default the sampler's)."""
+        rng = self.rng if rng is None else rng
+        i = int(rng.choice(len(self.volumes), p=self.volume_p))
         v = self.volumes[i]
         shape = np.asarray(v.raw.shape)
         size = np.asarray(self.patch)
         start = None
-        if self.rng.random() < self.foreground_fraction:
+        if rng.random() < self.foreground_fraction:
             channels = [c for c, idx in enumerate(self.foreground[i]) if len(idx)]
             if channels:
-                c = channels[int(self.rng.integers(len(channels)))]
-                centre = np.array(np.unravel_index(self.rng.choice(self.foreground[i][c]), v.raw.shape))
-                start = centre - size // 2 + self.rng.integers(-(size // 4), size // 4 + 1)
+                c = channels[int(rng.integers(len(channels)))]
+                centre = np.array(np.unravel_index(rng.choice(self.foreground[i][c]), v.raw.shape))
+                start = centre - size // 2 + rng.integers(-(size // 4), size // 4 + 1)
         # patches may reach past the volume by up to a third of their size, filled there with the mean
         # intensity as inference does at the volume border; those voxels are context only (masked out)
         reach = size // 3
         if start is None:
-            start = self.rng.integers(-reach, shape - size + reach + 1)
+            start = rng.integers(-reach, shape - size + reach + 1)
         start = np.clip(start, -reach, shape - size + reach)
         box = Box(start, start + size)
         inner = box.intersect(Box.from_shape(shape))
@@ -250,6 +251,8 @@ class TrainSettings:
     patience: int = 6  # validations without improvement before stopping
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = torch's default
+    device: str = "cpu"  # "cpu" (deterministic with the seed), "cuda" (bf16 autocast, not bit-reproducible) or "auto"
+    loader_threads: int = 0  # threads drawing and augmenting batches ahead (a GPU outruns one); 0 = in line, as on a CPU
     max_minutes: float = 0.0  # stop after this long (0 = no limit)
     output_crop: list[int] = field(default_factory=lambda: [8, 8, 2])
     inference_patch: list[int] = field(default_factory=lambda: [208, 208, 56])
@@ -281,6 +284,52 @@ def _to_batch(items, mean: float, std: float):
             torch.from_numpy(np.ascontiguousarray(m)))
 
 
+def _schedule(opt, s: TrainSettings, t0: float):
+    """One-cycle learning rate (10 % warm-up from lr/25, then cosine to ~0) over `iterations`; with `max_minutes`,
+    over whichever of the iterations or the minutes runs out first, so a time-limited run still anneals."""
+    import math
+
+    import torch
+
+    if not s.max_minutes:
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.learning_rate, total_steps=max(s.iterations, 2), pct_start=0.1)
+
+    def factor(step: int) -> float:
+        p = min(1.0, max(step / max(s.iterations, 1), (time.perf_counter() - t0) / (60 * s.max_minutes)))
+        if p < 0.1:
+            return 0.04 + 0.96 * p / 0.1
+        return 1e-4 + (1 - 1e-4) * 0.5 * (1 + math.cos(math.pi * (p - 0.1) / 0.9))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _make_batch(sampler: PatchSampler, s: TrainSettings, rng: np.random.Generator, mean: float, std: float):
+    """One augmented training batch as torch tensors (see `_to_batch`)."""
+    items = []
+    for _ in range(s.batch_size):
+        r, t, m = sampler.sample(rng)
+        items.append(augment(r.astype(np.float32) / 255, t, m, rng, missing_section_p=s.missing_section_p))
+    return _to_batch(items, mean, std)
+
+
+def _batch_stream(sampler: PatchSampler, s: TrainSettings, rng: np.random.Generator, mean: float, std: float):
+    """Training batches forever: drawn in line from `rng`, or with `loader_threads` ahead, batch i from the
+    generator seeded (seed, i) so the batches do not depend on thread timing."""
+    if not s.loader_threads:
+        while True:
+            yield _make_batch(sampler, s, rng, mean, std)
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(s.loader_threads) as pool:
+        ahead, i = deque(), 0
+        while True:
+            while len(ahead) < 2 * s.loader_threads:
+                ahead.append(pool.submit(_make_batch, sampler, s, np.random.default_rng([s.seed, i]), mean, std))
+                i += 1
+            yield ahead.popleft().result()
+
+
 def train_model(task: str, train: list[LabelledVolume], val: list[LabelledVolume], settings: TrainSettings, *,
                 out=None, data_description: str = "", progress: bool = True, curve_png=None):
     """Train a U-Net for `task` ('barrier' or 'organelles'); returns (module, ModelInfo, history).
@@ -306,10 +355,13 @@ def train_model(task: str, train: list[LabelledVolume], val: list[LabelledVolume
                     voxel_size_nm=tuple(s.voxel_size_nm))
     if any(p % d for p, d in zip(s.patch_size, spec.divisor)) or any(p % d for p, d in zip(s.inference_patch, spec.divisor)):
         raise InputError(None, f"patch sizes {s.patch_size} and {s.inference_patch} must be multiples of {list(spec.divisor)}")
+    from syconn_ng.cnn.inference import pick_device
+
+    device = pick_device(s.device)
     old_threads, old_det = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
     if s.threads:
         torch.set_num_threads(s.threads)
-    torch.use_deterministic_algorithms(True)
+    torch.use_deterministic_algorithms(device == "cpu")  # CUDA's fast convolution kernels are not deterministic
     try:
         rng = np.random.default_rng(s.seed)
         torch.manual_seed(s.seed)
@@ -321,24 +373,24 @@ def train_model(task: str, train: list[LabelledVolume], val: list[LabelledVolume
         val_sampler = PatchSampler(val or train, s.patch_size, np.random.default_rng(s.seed + 1),
                                    foreground_fraction=s.foreground_fraction, fill=fill)
         val_items = [val_sampler.sample() for _ in range(s.validation_patches)]
-        val_batches = [_to_batch([(r.astype(np.float32) / 255, t, m)], mean, std) for r, t, m in val_items]
+        val_batches = [tuple(a.to(device) for a in _to_batch([(r.astype(np.float32) / 255, t, m)], mean, std))
+                       for r, t, m in val_items]
 
-        module = build_unet(spec)
+        module = build_unet(spec).to(device)
         opt = torch.optim.AdamW(module.parameters(), lr=s.learning_rate, weight_decay=s.weight_decay)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=s.learning_rate, total_steps=max(s.iterations, 2), pct_start=0.1)
+        t0 = time.perf_counter()
+        sched = _schedule(opt, s, t0)
         history = {"iteration": [], "train_loss": [], "val_loss": [], "val_f1": []}
         best = (-1.0, None, 0)
         since_best, running = 0, []
-        t0 = time.perf_counter()
         bar = tqdm(total=s.iterations, desc=f"train {task}", unit="it", disable=not progress)
+        batches = _batch_stream(sampler, s, rng, mean, std)
         for it in range(1, s.iterations + 1):
             module.train()
-            items = []
-            for _ in range(s.batch_size):
-                r, t, m = sampler.sample()
-                items.append(augment(r.astype(np.float32) / 255, t, m, rng, missing_section_p=s.missing_section_p))
-            x, t, m = _to_batch(items, mean, std)
-            loss = _loss(module(x), t, m, s.dice_weight)
+            x, t, m = (a.to(device, non_blocking=True) for a in next(batches))
+            with _autocast(device):
+                logits = module(x)
+            loss = _loss(logits.float(), t, m, s.dice_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -363,9 +415,10 @@ def train_model(task: str, train: list[LabelledVolume], val: list[LabelledVolume
                 if since_best >= s.patience or timed_out:
                     break
         bar.close()
+        batches.close()
         if best[1] is not None:
             module.load_state_dict(best[1])
-        module.eval()
+        module.cpu().eval()  # model files hold CPU tensors, loadable anywhere
         seconds = time.perf_counter() - t0
     finally:
         torch.set_num_threads(old_threads)
@@ -385,6 +438,13 @@ def train_model(task: str, train: list[LabelledVolume], val: list[LabelledVolume
     return module, info, history
 
 
+def _autocast(device: str):
+    """bf16 mixed precision on a GPU (its tensor cores), nothing on the CPU (keeps CPU training bit-reproducible)."""
+    import torch
+
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=str(device).startswith("cuda"))
+
+
 def _validate(module, batches, dice_weight: float) -> tuple[float, list[float]]:
     """Mean loss and per-channel voxel F1 (at 0.5) over fixed validation patches."""
     import torch
@@ -394,14 +454,15 @@ def _validate(module, batches, dice_weight: float) -> tuple[float, list[float]]:
     losses = []
     with torch.inference_mode():
         for x, t, m in batches:
-            logits = module(x)
+            with _autocast(x.device.type):
+                logits = module(x).float()
             losses.append(float(_loss(logits, t, m, dice_weight)))
             pred = (logits > 0).float() * m[:, None]
             tgt = t * m[:, None]
             dims = (0, 2, 3, 4)
-            tp = tp + (pred * tgt).sum(dims).numpy()
-            fp = fp + (pred * (1 - tgt)).sum(dims).numpy()
-            fn = fn + ((1 - pred) * tgt).sum(dims).numpy()
+            tp = tp + (pred * tgt).sum(dims).cpu().numpy()
+            fp = fp + (pred * (1 - tgt)).sum(dims).cpu().numpy()
+            fn = fn + ((1 - pred) * tgt).sum(dims).cpu().numpy()
     f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 1.0)
     return float(np.mean(losses)), [float(v) for v in f1]
 
