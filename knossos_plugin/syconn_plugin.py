@@ -7,11 +7,14 @@ One file, Python 3 standard library only (KNOSSOS's embedded Python may have no 
 (the API of KNOSSOS's `knossos` module, docs/reference/knossos.md §4.2); the Qt widget at the bottom only
 wires buttons to them and is built only when PythonQt and `knossos` are importable.
 
-Tree id = cell id. Coordinates are 0-based voxels in the API and in KNOSSOS (no offset anywhere).
-Errors (server unreachable, wrong token, unknown cell) come back as message strings, never exceptions.
+Tree id = cell id. Coordinates are 0-based voxels in the API and in KNOSSOS (no offset anywhere); only the NML
+that "Send skeleton" uploads is 1-based, as KNOSSOS writes its files.
+Errors (server unreachable, wrong token, unknown cell, skeleton outside the volume) come back as message
+strings, never exceptions.
 """
 
 import json
+import time
 import urllib.error
 import urllib.request
 
@@ -40,8 +43,8 @@ class Controller:
 
     # ------------------------------------------------------------------ HTTP
 
-    def _request(self, path, body=None):
-        """(json, None) on success, (None, message) on any failure."""
+    def _request(self, path, body=None, raw=None):
+        """(json, None) on success, (None, message) on any failure. `body`: JSON to POST; `raw`: NML bytes to POST."""
         headers = {"Accept": "application/json"}
         data = None
         if self.token:
@@ -49,9 +52,12 @@ class Controller:
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             headers["Content-Type"] = "application/json"
+        elif raw is not None:
+            data = raw
+            headers["Content-Type"] = "application/xml"
         try:
             req = urllib.request.Request(self.base + "/" + path, data=data, headers=headers,
-                                         method="POST" if body is not None else "GET")
+                                         method="POST" if data is not None else "GET")
             with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
                 return json.loads(resp.read().decode("utf-8")), None
         except urllib.error.HTTPError as err:
@@ -64,6 +70,8 @@ class Controller:
                 return None, "The server refused the token (401): copy the token `syconn-ng serve` printed."
             if err.code == 404:
                 return None, "Not found (404): " + (detail or path)
+            if err.code in (400, 413, 422):
+                return None, "The server refused the request (%d): %s" % (err.code, detail or err.reason)
             return None, "Server error %d: %s" % (err.code, detail or err.reason)
         except (urllib.error.URLError, OSError, ValueError) as err:
             reason = getattr(err, "reason", err)
@@ -121,6 +129,49 @@ class Controller:
             return None, "Reviewing needs the server's token."
         got, msg = self._request("synapses/%s/review" % int(synapse_id), {"decision": decision, "reviewer": self.reviewer})
         return (got["synapse"], None) if got is not None else (None, msg)
+
+    # ------------------------------------------------------------------ re-analysis
+
+    def submit_skeleton(self, tree_id, nml_bytes):
+        """Upload tree `tree_id`'s skeleton (NML bytes, e.g. from `tree_to_nml`) for re-analysis of that cell:
+        (job dict, None) or (None, message). The job runs on the server; follow it with `job(job_id)`."""
+        if not self.token:
+            return None, "Sending a skeleton needs the server's token."
+        cid = str(int(tree_id))
+        got, msg = self._request("cells/%s/reanalyse" % cid, raw=nml_bytes)
+        if got is None:
+            if msg.startswith("Not found"):
+                return None, "Tree %s: no cell with this id in the analysis." % cid
+            if msg.startswith("The server refused the request"):
+                return None, "Tree %s: the server refused the skeleton: %s" % (cid, msg.split(": ", 1)[-1])
+            return None, msg
+        return got, None
+
+    def job(self, job_id):
+        """A re-analysis job's state: (job dict with "state", "progress", "message", None) or (None, message)."""
+        return self._request("jobs/%s" % job_id)
+
+    def send_skeleton(self, tree_id, nml_bytes, progress=None, poll_s=0.5, timeout_s=900.0):
+        """Upload the skeleton and wait for the re-analysis: (finished job dict, None) or (None, message).
+
+        `progress(job)` is called after every poll (job["progress"]["fraction"] from 0 to 1, job["message"])."""
+        job, msg = self.submit_skeleton(tree_id, nml_bytes)
+        if job is None:
+            return None, msg
+        deadline = time.time() + timeout_s
+        while True:
+            if progress is not None:
+                progress(job)
+            if job["state"] == "done":
+                return job, None
+            if job["state"] == "failed":
+                return None, "Re-analysis of cell %s failed: %s" % (job["cell"], job["message"])
+            if time.time() > deadline:
+                return None, "Re-analysis of cell %s is still %s after %d s (job %s)." % (job["cell"], job["state"], timeout_s, job["id"])
+            time.sleep(poll_s)
+            job, msg = self.job(job["id"])
+            if job is None:
+                return None, msg
 
     def colour_of(self, cell_type):
         """(r, g, b) floats 0..1 for a cell type (None if unknown)."""
@@ -212,6 +263,51 @@ def fetch_and_apply(kn, controller, tree_ids):
     return done, msgs
 
 
+def tree_to_nml(kn, tree_id):
+    """KNOSSOS tree `tree_id` as NML text, read through the documented API (§4.2): (text, None) or (None, message).
+
+    The API's coordinates are 0-based voxels; the file is 1-based like every NML KNOSSOS writes, so each
+    coordinate gets +1 here and only here. `<scale>` is the dataset's mag-1 voxel size (`get_scale()`);
+    edges come from each node's segments, radii from `radius()`."""
+    tree = kn.skeleton.find_tree_by_id(int(tree_id))
+    if tree is None:
+        return None, "Tree %s is not in this annotation." % tree_id
+    nodes = tree.nodes()
+    if not nodes:
+        return None, "Tree %s has no nodes: nothing to send." % tree_id
+    scale = [float(v) for v in kn.knossos.get_scale()]
+    ids = set(n.node_id() for n in nodes)
+    lines = ['<?xml version="1.0" encoding="UTF-8"?>', "<things>", "    <parameters>",
+             '        <experiment name="syconn_ng plugin %s"/>' % PLUGIN_VERSION,
+             '        <scale x="%r" y="%r" z="%r"/>' % tuple(scale), "    </parameters>",
+             '    <thing id="%d">' % int(tree_id), "        <nodes>"]
+    edges = []
+    for n in nodes:
+        x, y, z = n.coordinate().list()
+        lines.append('            <node id="%d" radius="%r" x="%d" y="%d" z="%d"/>'
+                     % (n.node_id(), float(n.radius()), int(x) + 1, int(y) + 1, int(z) + 1))
+        for seg in n.segments():
+            if seg.source_id() == n.node_id() and seg.target_id() in ids:
+                edges.append((seg.source_id(), seg.target_id()))
+    lines += ["        </nodes>", "        <edges>"]
+    lines += ['            <edge source="%d" target="%d"/>' % e for e in edges]
+    lines += ["        </edges>", "    </thing>", "</things>", ""]
+    return "\n".join(lines), None
+
+
+def send_tree(kn, controller, tree_id, progress=None, poll_s=0.5, timeout_s=900.0):
+    """Export tree `tree_id`, send it for re-analysis, wait for the job and apply the new analysis to the tree:
+    (analysis dict, [messages]) or (None, [message])."""
+    text, msg = tree_to_nml(kn, tree_id)
+    if text is None:
+        return None, [msg]
+    job, msg = controller.send_skeleton(tree_id, text.encode("utf-8"), progress, poll_s, timeout_s)
+    if job is None:
+        return None, [msg]
+    done, msgs = fetch_and_apply(kn, controller, [tree_id])
+    return done.get(int(tree_id)), [job["message"]] + msgs
+
+
 def add_synapse_node(kn, row, tree_id):
     """Add a node at a synapse (0-based voxels, as the API gives them) to tree `tree_id`, comment 'synapse <id>',
     and jump to it. Returns the new node's id."""
@@ -252,7 +348,7 @@ def _build_widget():  # pragma: no cover - needs KNOSSOS' PythonQt
             buttons = QtGui.QHBoxLayout()
             for label, fn in (("Active tree", self.fetch_active), ("All trees", self.fetch_all), ("Add node", self.add_node),
                               ("Accept", lambda: self.review("accept")), ("Reject", lambda: self.review("reject")),
-                              ("Flip", lambda: self.review("flip"))):
+                              ("Flip", lambda: self.review("flip")), ("Send skeleton", self.send_skeleton)):
                 b = QtGui.QPushButton(label)
                 b.clicked.connect(fn)
                 buttons.addWidget(b)
@@ -261,6 +357,10 @@ def _build_widget():  # pragma: no cover - needs KNOSSOS' PythonQt
             lay.addWidget(self.status)
             self.table.cellClicked.connect(self.jump)
             self.rows, self.tree = [], None
+            self.job, self.job_tree, self.job_controller = None, None, None
+            self.poll = QtCore.QTimer(self)  # polls the re-analysis job without blocking KNOSSOS
+            self.poll.setInterval(500)
+            self.poll.timeout.connect(self.poll_job)
             self.show()
 
         def controller(self):
@@ -305,6 +405,39 @@ def _build_widget():  # pragma: no cover - needs KNOSSOS' PythonQt
             r = self.selected()
             if r is not None and self.tree is not None:
                 add_synapse_node(knossos, r, self.tree)
+
+        def send_skeleton(self):
+            node = knossos.skeleton.active_node()
+            tree_id = node.parent_tree().tree_id() if node is not None else self.tree
+            if tree_id is None:
+                self.status.text = "No active tree to send."
+                return
+            text, msg = tree_to_nml(knossos, tree_id)
+            if text is None:
+                self.status.text = msg
+                return
+            controller = self.controller()
+            job, msg = controller.submit_skeleton(tree_id, text.encode("utf-8"))
+            if job is None:
+                self.status.text = msg
+                return
+            self.job, self.job_tree, self.job_controller = job, tree_id, controller
+            self.status.text = "Tree %s sent: job %s %s." % (tree_id, job["id"], job["state"])
+            self.poll.start()
+
+        def poll_job(self):
+            job, msg = self.job_controller.job(self.job["id"])
+            if job is None or job["state"] in ("done", "failed"):
+                self.poll.stop()
+            if job is None:
+                self.status.text = msg
+            elif job["state"] == "failed":
+                self.status.text = "Re-analysis of cell %s failed: %s" % (job["cell"], job["message"])
+            elif job["state"] == "done":
+                self.fetch([self.job_tree])  # the tree's comments, type and synapse table from the new analysis
+                self.status.text = job["message"] + "\n" + self.status.text
+            else:
+                self.status.text = "Cell %s: %s (%d%%)" % (job["cell"], job["message"], 100 * job["progress"]["fraction"])
 
         def review(self, decision):
             r = self.selected()

@@ -24,12 +24,36 @@ class Coordinate:
         return list(self._xyz)
 
 
+class Segment:
+    def __init__(self, source, target):
+        self._source, self._target = source, target
+
+    def source(self):
+        return self._source
+
+    def target(self):
+        return self._target
+
+    def source_id(self):
+        return self._source.node_id()
+
+    def target_id(self):
+        return self._target.node_id()
+
+
 class Node:
     def __init__(self, node_id, xyz, tree):
         self._id, self._coord, self._tree, self._comment = int(node_id), Coordinate(xyz), tree, ""
+        self._radius, self._segments = 1.5, []  # KNOSSOS' defaultNodeRadius (mag-1 voxels)
 
     def node_id(self):
         return self._id
+
+    def radius(self):
+        return self._radius
+
+    def segments(self):
+        return list(self._segments)
 
     def coordinate(self):
         return self._coord
@@ -101,6 +125,17 @@ class SkeletonProxy(_Strict):
         self._log("add_node", node_id, list(node.coordinate().list()))
         return node
 
+    def add_segment(self, source_id, target_id):
+        seg = Segment(self._nodes[int(source_id)], self._nodes[int(target_id)])
+        seg.source()._segments.append(seg)
+        seg.target()._segments.append(seg)
+        self._log("add_segment", int(source_id), int(target_id))
+        return True
+
+    def set_radius(self, node_id, radius):
+        self._nodes[int(node_id)]._radius = float(radius)
+        return True
+
     def find_node_by_id(self, node_id):
         return self._nodes.get(int(node_id))
 
@@ -127,8 +162,13 @@ class SkeletonProxy(_Strict):
 
 
 class PythonProxy(_Strict):
-    def __init__(self):
+    def __init__(self, scale=(10.0, 10.0, 20.0)):
         self.position = [0, 0, 0]
+        self.scale = list(scale)
+
+    def get_scale(self):
+        """mag-1 nm per voxel of the loaded dataset."""
+        return list(self.scale)
 
     def get_position(self):
         return list(self.position)
@@ -154,8 +194,8 @@ class Skeletonizer(_Strict):
 class KnossosModule(_Strict):
     """`import knossos` as the plugin sees it: knossos.knossos, knossos.skeleton, knossos.knossos_global_skeletonizer."""
 
-    def __init__(self):
+    def __init__(self, scale=(10.0, 10.0, 20.0)):
         self.events = []
-        self.knossos = PythonProxy()
+        self.knossos = PythonProxy(scale)
         self.knossos_global_skeletonizer = Skeletonizer()
         self.skeleton = SkeletonProxy(self)

@@ -2,6 +2,10 @@
 
 Nodes outside the dataset bounds are skipped with one warning line per tree (file, tree, count),
 not an error: tracers often click past the edge of the volume.
+
+A skeleton uploaded for re-analysis (`syconn-ng serve`, docs/review.md) is kept as
+`skeletons/reanalysed/cell_<id>.nml` (or `.k.zip`) in the analysis; its tree replaces the tree of the
+same id in the configured files, so later runs use the tracer's latest version of that cell.
 """
 
 from __future__ import annotations
@@ -40,6 +44,21 @@ def skeleton_files(patterns, root) -> list[Path]:
     return sorted(found)
 
 
+REANALYSED_DIR = "skeletons/reanalysed"  # uploaded skeletons that replace a cell's tree (relative to the analysis)
+
+
+def reanalysed_files(root) -> list[Path]:
+    """The uploaded skeletons of re-analysed cells (`skeletons/reanalysed/cell_<id>.nml|.k.zip`), sorted."""
+    folder = Path(root) / REANALYSED_DIR
+    return sorted(p.resolve() for p in folder.glob("cell_*") if p.is_file() and p.name.endswith((".nml", ".k.zip")))
+
+
+def input_skeleton_files(patterns, root) -> list[Path]:
+    """`skeleton_files` without the re-analysed uploads, even where a glob matches them (they replace, not add)."""
+    folder = (Path(root) / REANALYSED_DIR).resolve()
+    return [p for p in skeleton_files(patterns, root) if not p.is_relative_to(folder)]
+
+
 def files_digest(paths) -> dict[str, str]:
     """sha256 of each file (so a stage re-runs when a skeleton changes)."""
     return {str(p): hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] for p in paths}
@@ -61,15 +80,20 @@ def tree_arrays(tree, *, path, bounds: Box) -> CellSkeleton | None:
     return CellSkeleton(int(tree.id), str(path), ids[inside], pos[inside], new_index[e[keep_edge]].reshape(-1, 2))
 
 
-def load_skeletons(paths, *, voxel_size_nm, bounds: Box) -> list[CellSkeleton]:
+def load_skeletons(paths, *, voxel_size_nm, bounds: Box, replacements=()) -> list[CellSkeleton]:
     """Read the annotation files and return their cells, sorted by cell id.
 
     A tree id used in two files (or twice in one) is an InputError naming both places.
+    `replacements`: files (`reanalysed_files`) whose trees replace the trees of the same id in `paths`.
     """
     from syconn_ng.io.annotation import read_annotation
 
     cells: dict[int, CellSkeleton] = {}
     seen: dict[int, str] = {}
+    replaced = {}
+    for path in replacements:
+        for tree in read_annotation(path, voxel_size_nm=voxel_size_nm).trees:
+            replaced[int(tree.id)] = (path, tree)
     for path in paths:
         skeleton = read_annotation(path, voxel_size_nm=voxel_size_nm)
         for tree in skeleton.trees:
@@ -80,7 +104,8 @@ def load_skeletons(paths, *, voxel_size_nm, bounds: Box) -> list[CellSkeleton]:
                 raise InputError(path, f"tree id {tree.id} is also used in {seen[tree.id]}: one tree = one cell, ids must be unique",
                                  element=f'<thing id="{tree.id}">')
             seen[tree.id] = str(path)
-            cell = tree_arrays(tree, path=path, bounds=bounds)
+            source, tree = replaced.get(int(tree.id), (path, tree))
+            cell = tree_arrays(tree, path=source, bounds=bounds)
             if cell is not None:
                 cells[cell.cell_id] = cell
     return [cells[c] for c in sorted(cells)]

@@ -132,6 +132,8 @@ def _cell_json(r, row, full: bool) -> dict:
             continue
         if k.startswith("p_"):
             out.setdefault("probabilities", {})[k[2:]] = _plain(v)
+        elif k == "typeable":  # enough skeleton to judge the type (see [celltypes] min_typeable_um)
+            out[k] = bool(v)
         elif full or k in ("type_probability", "n_in", "n_out"):
             out[k] = _plain(v)
     return out
@@ -239,6 +241,67 @@ class CellReviewHandler(BaseHandler):
                          "previous": done["previous"]})
 
 
+MAX_UPLOAD_BYTES = 16 * 1024 * 1024  # a skeleton upload: ~100,000 nodes of NML; every other request keeps the small limit
+
+
+@tornado.web.stream_request_body
+class ReanalyseHandler(BaseHandler):
+    """POST cells/{id}/reanalyse: the cell's skeleton (NML or k.zip bytes, 1-based as KNOSSOS writes them) → a
+    background job re-running the per-cell stages (202 with the job); bad input is a 4xx and nothing is written."""
+
+    def prepare(self):
+        self.require_token()  # before a byte of the body is read
+        length = int(self.request.headers.get("Content-Length", 0) or 0)
+        if length > MAX_UPLOAD_BYTES:
+            raise tornado.web.HTTPError(413, f"skeleton upload over {MAX_UPLOAD_BYTES} bytes")
+        self.request.connection.set_max_body_size(MAX_UPLOAD_BYTES)
+        self.chunks, self.size = [], 0
+
+    def data_received(self, chunk):
+        self.size += len(chunk)
+        if self.size > MAX_UPLOAD_BYTES:
+            raise tornado.web.HTTPError(413, f"skeleton upload over {MAX_UPLOAD_BYTES} bytes")
+        self.chunks.append(chunk)
+
+    def post(self, cell):
+        from syconn_ng.errors import InputError
+        from syconn_ng.layers import layer_box, open_layer
+        from syconn_ng.reanalyse import SkeletonContentError, read_upload
+        from syconn_ng.stages.hulls import hull_path
+
+        cid = self.parse_id(cell)
+        analysis = self.ctx.reviewed.analysis
+        if not hull_path(analysis, cid).is_file():  # a traced cell of this analysis has a hull
+            raise tornado.web.HTTPError(404, f"no cell {cid} in the analysis (tree id = cell id)")
+        try:
+            bounds = layer_box(open_layer(analysis.layer_path("cells")))
+            upload = read_upload(b"".join(self.chunks), cid, voxel_size_nm=analysis.voxel_size_nm, bounds=bounds)
+        except SkeletonContentError as err:
+            raise tornado.web.HTTPError(422, str(err))
+        except InputError as err:
+            raise tornado.web.HTTPError(400, str(err))
+        job = self.ctx.jobs.submit(upload)
+        self.set_header("Location", f"/api/v1/jobs/{job['id']}")
+        self.write_json(job, status=202)
+
+
+class JobsHandler(BaseHandler):
+    """GET jobs: every re-analysis job of this server run, oldest first."""
+
+    def get(self):
+        self.write_json(self.ctx.jobs.list())
+
+
+class JobHandler(BaseHandler):
+    """GET jobs/{id}: state (queued / running / done / failed), progress, message, result."""
+
+    def get(self, job_id):
+        job = self.ctx.jobs.get(job_id)
+        if job is None:
+            raise tornado.web.HTTPError(404, f"no job {job_id}")
+        self.write_json(job)
+
+
 class ReviewsHandler(BaseHandler):
     """GET reviews?limit=N: the decision log, newest first (who, when, what, previous value)."""
 
@@ -321,5 +384,6 @@ def routes(ctx) -> list:
              (f"cells/{n}/review", CellReviewHandler), ("matrix", MatrixHandler), ("synapses", SynapsesHandler),
              (f"synapses/{n}", SynapseHandler), (f"synapses/{n}/review", SynapseReviewHandler),
              ("reviews", ReviewsHandler), ("export/(synapses|cells|matrix|matrix_counts).csv", ExportHandler),
-             ("select", SelectHandler), ("ws", ReviewSocket)]
+             ("select", SelectHandler), (f"cells/{n}/reanalyse", ReanalyseHandler), ("jobs", JobsHandler),
+             (f"jobs/{n}", JobHandler), ("ws", ReviewSocket)]
     return [(p + pat + "$", h, {"ctx": ctx}) for pat, h in table]

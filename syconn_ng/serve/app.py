@@ -153,6 +153,9 @@ class Context:
         self.selected_segments: list[int] = []
         self._matrix_cache = (None, b"")
         self._nodes = None
+        from syconn_ng.serve.jobs import JobRunner
+
+        self.jobs = JobRunner(self)
 
     def matrix_bytes(self) -> bytes:
         """The matrix JSON, encoded once per version."""
@@ -226,6 +229,12 @@ class Context:
                 self.viewer.goto(xyz)
             return {"type": "moved", "synapse": str(int(msg["synapse"])), "position_vx": xyz}
         raise ValueError(f"unknown action {action!r}")
+
+    def reload(self):
+        """Re-read the analysis after a re-analysis job rewrote its tables; every page reloads the matrix."""
+        self.reviewed.reload()
+        self._nodes = None
+        self.hub.broadcast({"type": "matrix", "version": self.reviewed.version})
 
     def segments_changed(self, ids: list[int]):
         """Neuroglancer's selected cells changed (called from the viewer's thread): tell every page."""

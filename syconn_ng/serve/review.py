@@ -184,10 +184,26 @@ class ReviewedAnalysis:
     def __init__(self, analysis, *, store_path=None):
         self.analysis = analysis
         self.lock = threading.RLock()
+        for name in ("synapses.csv", "cells.csv"):  # before the store is created: nothing written for a bad folder
+            if not (analysis.tables_dir / name).is_file():
+                raise InputError(analysis.tables_dir / name, "missing: run the pipeline up to 'connectome' before serving it")
+        self.store = ReviewStore(store_path or analysis.root / "review.sqlite")
+        self.version = 0
+        try:
+            self._load()
+        except BaseException:
+            self.store.close()
+            raise
+
+    def reload(self):
+        """Read the tables again (a re-analysis job rewrote them); decisions are re-applied by their stable keys."""
+        with self.lock:
+            self._load()
+            self.version += 1
+
+    def _load(self):
+        analysis = self.analysis
         tables = analysis.tables_dir
-        for name in ("synapses.csv", "cells.csv"):
-            if not (tables / name).is_file():
-                raise InputError(tables / name, "missing: run the pipeline up to 'connectome' before serving it")
         syn = _read_table(tables / "synapses.csv", SYNAPSE_COLUMNS)
         self.cells = _read_table(tables / "cells.csv", ("id", "type"))
         for col in ("id", "pre_cell", "post_cell"):
@@ -199,13 +215,11 @@ class ReviewedAnalysis:
         syn["status"] = "pending"
         self.synapses = syn
         self.row_of_id = pd.Series(np.arange(len(syn)), index=syn["id"].to_numpy(np.uint64))
-        self.store = ReviewStore(store_path or analysis.root / "review.sqlite")
         self._apply_overrides()
         cfg = analysis.config.connectome
         self.filters = {"min_probability": cfg.min_probability, "axo_dendritic_only": cfg.axo_dendritic_only,
                         "synapse_type": cfg.synapse_type}
         self.type_order = tuple(cfg.type_order)
-        self.version = 0
         self._matrix = None
         self._pairs = self._pair_sums(filter_synapses(self.reviewed_synapses(), **self.filters))
         self._order()

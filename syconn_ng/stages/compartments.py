@@ -264,12 +264,12 @@ def write_task_inputs(analysis, directory: Path, organelles: dict) -> None:
 
 
 def tree_sources(analysis) -> dict[str, str]:
-    """{cell id: the skeleton file holding its tree} (for the enriched KNOSSOS files)."""
-    from syconn_ng.hulls.skeletons import skeleton_files
+    """{cell id: the skeleton file holding its tree} (for the enriched KNOSSOS files); a re-analysed cell's upload wins."""
+    from syconn_ng.hulls.skeletons import input_skeleton_files, reanalysed_files
     from syconn_ng.io.annotation import read_annotation
 
     out = {}
-    for f in skeleton_files(analysis.config.dataset.skeletons, analysis.root):
+    for f in input_skeleton_files(analysis.config.dataset.skeletons, analysis.root) + reanalysed_files(analysis.root):
         for tree in read_annotation(f).trees:
             out[str(tree.id)] = str(f)
     return out

@@ -12,7 +12,8 @@ Passes:
 5. `publish` (per cell): the cell's fragments joined into one legacy precomputed mesh, and its
    skeleton with node radii (precomputed skeleton, nm), so Neuroglancer shows bodies and skeletons.
 
-The skeleton files are read when the stage starts (their contents are in the parameter hash);
+The skeleton files are read when the stage starts (their contents are in the parameter hash; a tree a tracer
+sent for re-analysis, `skeletons/reanalysed/`, replaces the tree of the same id);
 each cell's arrays go to `scratch/hulls/skeletons/<cell>.npz` for the tasks.
 """
 
@@ -29,7 +30,7 @@ from syconn_ng.box import Box
 from syconn_ng.engine.driver import Pass
 from syconn_ng.errors import InputError
 from syconn_ng.hulls.raycast import BARRIER_FULL_SCALE, RayParams, barrier_lut, cell_hull, node_degrees
-from syconn_ng.hulls.skeletons import files_digest, load_skeletons, skeleton_files
+from syconn_ng.hulls.skeletons import files_digest, input_skeleton_files, load_skeletons, reanalysed_files
 from syconn_ng.hulls.voxelize import grow_labels, node_planes, rasterize_stars, voxelize_nodes
 from syconn_ng.layers import (atomic_write_bytes, atomic_write_text, create_layer, layer_box, local_dir, open_layer, read_box,
                              remove_temp_files, write_box)
@@ -124,18 +125,26 @@ def index_task(analysis, task) -> dict:
             df[ax] = hull["node_vx"][original, a]
         df["radius_nm"] = np.round(hull["radius_nm"][original], 2)
         rows.append(df)
-        sel, _, _, reach = _node_rays(hull, vs, task.params["hulls"]["max_dist_mult"])
-        if len(sel):
-            centre = np.rint(hull["node_vx"][sel]).astype(np.int64)
+        region = hull_region(hull, vs, task.params["hulls"]["max_dist_mult"])
+        if region is not None:
             cells.append(cell)
-            lo.append((centre - reach).min(axis=0))
-            hi.append((centre + reach + 1).max(axis=0))
+            lo.append(region.start)
+            hi.append(region.stop)
     table = pd.concat(rows) if rows else pd.DataFrame(columns=list(NODE_COLUMNS))
     atomic_write_text(analysis.tables_dir / "nodes.csv", table[list(NODE_COLUMNS)].to_csv(index=False))
     atomic_write_bytes(_scratch(analysis) / "index.npz", _npz_bytes(
         cell=np.asarray(cells, dtype=np.uint64), lo=np.asarray(lo, dtype=np.int64).reshape(-1, 3),
         hi=np.asarray(hi, dtype=np.int64).reshape(-1, 3)))
     return {"cells": len(cells), "nodes": int(sum(len(r) for r in rows))}
+
+
+def hull_region(hull: dict, vs: np.ndarray, max_dist_mult: float) -> Box | None:
+    """The box (voxels) a cell's voxelisation nodes reach with their longest rays; None if it has none."""
+    sel, _, _, reach = _node_rays(hull, vs, max_dist_mult)
+    if not len(sel):
+        return None
+    centre = np.rint(hull["node_vx"][sel]).astype(np.int64)
+    return Box((centre - reach).min(axis=0), (centre + reach + 1).max(axis=0))
 
 
 def _cell_boxes(analysis) -> dict[int, Box]:
@@ -148,15 +157,37 @@ def _cell_boxes(analysis) -> dict[int, Box]:
 def voxelize_task(analysis, task) -> dict:
     """Rasterise the node regions of every cell reaching this task box, grow them up to the membranes, write `layers/cells`."""
     p = task.params
-    h = p["hulls"]
     vs = np.asarray(p["voxel_size_nm"], dtype=np.float64)
-    steps = np.rint(h["grow_nm"] / vs).astype(np.int64)
-    box = task.box.grow(steps)  # the growth's halo
+    box = task.box.grow(growth_steps(p))  # the growth's halo
+    hulls = {cell: load_hull(analysis, cell) for cell, cell_box in _cell_boxes(analysis).items() if not cell_box.intersect(box).empty()}
+    stars = region_stars(box, hulls, voxel_size_nm=vs, params=p["hulls"])
+    if stars is not None:
+        free = free_voxels(p, box)  # the membranes stay unlabelled
+        out = grow_labels(stars, free, growth_steps(p))[task.box.slices(relative_to=box.start)]
+    else:
+        out = np.zeros(task.box.shape, dtype=np.uint64)
+    write_box(open_layer(analysis.layer_path("cells")), task.box, np.ascontiguousarray(out))
+    return {"cells": len(hulls), "voxels": int(np.count_nonzero(out))}
+
+
+def growth_steps(p: dict) -> np.ndarray:
+    """Voxels per axis the node regions grow towards the membranes (`grow_nm`); also the halo a box reads."""
+    return np.rint(p["hulls"]["grow_nm"] / np.asarray(p["voxel_size_nm"], dtype=np.float64)).astype(np.int64)
+
+
+def free_voxels(p: dict, box: Box) -> np.ndarray:
+    """(X, Y, Z) bool of `box`: off the barrier (outside the dataset counts as membrane)."""
+    barrier = read_box(open_layer(p["barrier"], fill_missing=p["missing_chunks"] == "zeros"), box, fill_value=BARRIER_FULL_SCALE)[..., 0]
+    return barrier_lut(p["hulls"]["barrier_cutoff"])[barrier] == 0
+
+
+def region_stars(box: Box, hulls: dict, *, voxel_size_nm, params: dict) -> np.ndarray | None:
+    """(X, Y, Z) uint64 node regions of the cells `hulls` ({cell: hull arrays}) inside `box`, before growth;
+    None if no voxelisation node of them reaches the box. `params`: the `[hulls]` section."""
+    h = params
+    vs = np.asarray(voxel_size_nm, dtype=np.float64)
     nodes, planes, reach, labels = [], [], [], []
-    for cell, cell_box in _cell_boxes(analysis).items():
-        if cell_box.intersect(box).empty():
-            continue
-        hull = load_hull(analysis, cell)
+    for cell, hull in hulls.items():
         sel, min_length, reach_nm, reach_vx = _node_rays(hull, vs, h["max_dist_mult"])
         centre = np.rint(hull["node_vx"][sel]).astype(np.int64)
         near = np.all((centre + reach_vx >= box.start) & (centre - reach_vx < box.stop), axis=1)
@@ -171,17 +202,10 @@ def voxelize_task(analysis, task) -> dict:
                                   n_bins=h["direction_bins"], max_gap_deg=h["max_gap_deg"], min_length_nm=min_length[points]))
         reach.append(reach_nm[near])
         labels.append(np.full(len(sel), cell, dtype=np.uint64))
-    if nodes:
-        stars = rasterize_stars(box, np.concatenate(nodes), np.concatenate(planes), np.concatenate(reach),
-                                np.concatenate(labels), voxel_size_nm=vs, n_bins=h["direction_bins"])
-        barrier = read_box(open_layer(p["barrier"], fill_missing=p["missing_chunks"] == "zeros"), box,
-                           fill_value=BARRIER_FULL_SCALE)[..., 0]
-        free = barrier_lut(h["barrier_cutoff"])[barrier] == 0  # the membranes stay unlabelled
-        out = grow_labels(stars, free, steps)[task.box.slices(relative_to=box.start)]
-    else:
-        out = np.zeros(task.box.shape, dtype=np.uint64)
-    write_box(open_layer(analysis.layer_path("cells")), task.box, np.ascontiguousarray(out))
-    return {"cells": len(nodes), "voxels": int(np.count_nonzero(out))}
+    if not nodes:
+        return None
+    return rasterize_stars(box, np.concatenate(nodes), np.concatenate(planes), np.concatenate(reach),
+                           np.concatenate(labels), voxel_size_nm=vs, n_bins=h["direction_bins"])
 
 
 # ---------------------------------------------------------------- passes 4 and 5: meshes and skeletons
@@ -258,7 +282,7 @@ class HullsStage:
         return path, analysis.open_input(path)
 
     def _skeleton_files(self, analysis) -> list[Path]:
-        return skeleton_files(analysis.config.dataset.skeletons, analysis.root)
+        return input_skeleton_files(analysis.config.dataset.skeletons, analysis.root)
 
     def upstream(self, analysis) -> list[str]:
         return [] if analysis.config.oracle.barrier else ["barrier"]
@@ -271,7 +295,7 @@ class HullsStage:
             "barrier": path,
             "bounds": [list(bounds.start), list(bounds.stop)],
             "hulls": cfg.section_params("hulls"),
-            "skeletons": files_digest(self._skeleton_files(analysis)),
+            "skeletons": files_digest(self._skeleton_files(analysis) + reanalysed_files(analysis.root)),
             "voxel_size_nm": list(analysis.voxel_size_nm),
             "chunk_size": list(cfg.chunking.chunk_size),
             "task_size": list(cfg.chunking.task_size),
@@ -288,7 +312,7 @@ class HullsStage:
         if not files:
             raise InputError(analysis.root / "syconn.toml", f"no skeleton file matches {analysis.config.dataset.skeletons}", element="[dataset] skeletons")
         bounds = layer_box(vol)
-        cells = load_skeletons(files, voxel_size_nm=analysis.voxel_size_nm, bounds=bounds)
+        cells = load_skeletons(files, voxel_size_nm=analysis.voxel_size_nm, bounds=bounds, replacements=reanalysed_files(analysis.root))
         out_layer = local_dir(analysis.layer_path("cells"))
         if fresh:
             shutil.rmtree(_scratch(analysis), ignore_errors=True)
