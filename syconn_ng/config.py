@@ -87,7 +87,8 @@ class ObjectsConfig:
     threshold_mi: float = _f(9 / 21, "mi threshold as a fraction of full scale (SyConn: 9/21)")
     hysteresis_ratio: float = _f(0.0, "if > 0: objects grow from voxels above the threshold into neighbours above ratio x threshold (0 = plain threshold)")
     connectivity: int = _f(26, "voxel connectivity of objects: 6, 18 or 26")
-    min_voxels_sj: int = _f(8, "sj objects with fewer voxels (counted over the whole stitched object) are dropped")
+    min_voxels_sj: int = _f(100, "sj objects with fewer voxels (counted over the whole stitched object) are dropped; 100 "
+                               "(SyConn2's min_obj_vx for sj, half the smallest synthetic junction) removes small false blobs")
     min_voxels_vc: int = _f(8, "vc objects with fewer voxels (counted over the whole stitched object) are dropped")
     min_voxels_mi: int = _f(20, "mi objects with fewer voxels (counted over the whole stitched object) are dropped")
 
