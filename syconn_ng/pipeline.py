@@ -114,9 +114,8 @@ def run_pipeline(analysis, names: list[str], *, force=(), executor=None, progres
     Inputs are checked before any work; each stage's provenance is written when it finished.
     Raises StageError (after the failing stage's other tasks ran) on the first stage with failures.
     """
-    from syconn_ng.engine import make_executor, run_stage
+    from syconn_ng.engine.state import analysis_lock
     from syconn_ng.preflight import check_inputs
-    from syconn_ng.provenance import PROVENANCE, write_provenance
     from syconn_ng.stages import get_stage
 
     stages = [get_stage(n) for n in names]
@@ -126,6 +125,14 @@ def run_pipeline(analysis, names: list[str], *, force=(), executor=None, progres
             raise SyconnError(f"--force {n}: {n!r} is not among the stages this run selects ({', '.join(names)}); "
                               f"add it with --only/--from, or leave --force out")
     check_inputs(analysis, stages)
+    with analysis_lock(analysis.state_dir, "this run"):
+        return _run_stages(analysis, stages, force, executor, progress, echo)
+
+
+def _run_stages(analysis, stages, force, executor, progress, echo) -> RunSummary:
+    from syconn_ng.engine import make_executor, run_stage
+    from syconn_ng.provenance import PROVENANCE, write_provenance
+
     own = executor is None
     executor = make_executor(analysis.config) if own else executor
     summary = RunSummary(analysis.root)

@@ -537,15 +537,17 @@ def reanalyse_cell(analysis: Analysis, upload: Upload, *, work_dir: Path | None 
     Raises StageError / InputError with the analysis untouched if a pass fails.
     """
     from syconn_ng.engine import run_stage
+    from syconn_ng.engine.state import analysis_lock
 
     stage_root = Path(work_dir or analysis.scratch_dir(STAGE_NAME) / f"cell_{upload.cell_id}")
     t0 = time.perf_counter()
-    try:
-        view = stage_analysis(analysis, upload, stage_root)
-        report = run_stage(CellReanalysis(upload), view, progress=False, callback=callback)
-        summary = commit(view, upload)
-    finally:
-        shutil.rmtree(stage_root, ignore_errors=True)
-        if stage_root.parent.is_dir() and not any(stage_root.parent.iterdir()):
-            stage_root.parent.rmdir()
+    with analysis_lock(analysis.state_dir, f"the re-analysis of cell {upload.cell_id}"):
+        try:
+            view = stage_analysis(analysis, upload, stage_root)
+            report = run_stage(CellReanalysis(upload), view, progress=False, callback=callback)
+            summary = commit(view, upload)
+        finally:
+            shutil.rmtree(stage_root, ignore_errors=True)
+            if stage_root.parent.is_dir() and not any(stage_root.parent.iterdir()):
+                stage_root.parent.rmdir()
     return {"cell": str(upload.cell_id), "tasks": report.ran, "seconds": round(time.perf_counter() - t0, 2), **summary}

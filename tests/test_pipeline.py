@@ -33,7 +33,7 @@ FLOORS = {
     ("synapses", "precision"): 0.95,
     ("synapses", "recall"): 0.95,
     ("synapses", "direction_accuracy"): 0.75,
-    ("celltypes", "accuracy"): 0.86,
+    ("celltypes", "all_cells", "accuracy"): 0.86,  # all 22 cells: only 8 are typeable in this small volume
     ("connectome", "pair_f1"): 0.75,
     ("connectome", "weight_r"): 0.88,
 }
@@ -48,6 +48,7 @@ OUTPUTS = {
     "synapses": ([], {"synapses.csv": ["id", "pre_cell", "post_cell", "x", "y", "z"]}),
     "celltypes": ([], {"cells.csv": ["id", "type", "type_probability"]}),
     "connectome": ([], {"matrix.csv": ["post_cell"], "cell_summary.csv": ["id", "type", "n_in", "n_out"]}),
+    "scales": ([], {}),  # adds scales to the layers above (none at this size: each fits one chunk); tests/test_downsample.py
 }
 
 
@@ -176,6 +177,17 @@ def test_forcing_a_stage_the_run_does_not_select_is_refused_before_any_work(tmp_
 
 
 # ---------------------------------------------------------------- the end-to-end run with the CNNs
+
+def test_a_run_while_a_reanalysis_job_holds_the_analysis_is_refused_before_any_work(tmp_path, tmp_path_factory):
+    from syconn_ng.engine.state import analysis_lock
+
+    ana = copy_inputs(tissue(tmp_path_factory), tmp_path / "locked")
+    with analysis_lock(ana / "state", "the re-analysis of cell 1"):
+        r = cli("run", ana, "--quiet", check=False)
+    assert r.returncode != 0
+    assert "another syconn-ng run or re-analysis job is changing this analysis" in r.stdout + r.stderr
+    assert not (ana / "layers").exists() or not any((ana / "layers").iterdir())
+
 
 def test_end_to_end_run_with_the_cnns_meets_the_accuracy_floors(cnn):
     from syconn_ng.evaluation import evaluate_analysis, format_table

@@ -84,3 +84,20 @@ class StageState:
         """Remove temporary files a killed writer left behind."""
         if self.dir.is_dir():
             remove_temp_files(self.dir)
+
+
+@contextmanager
+def analysis_lock(state_dir: Path, what: str):
+    """Hold the analysis-wide lock while `what` (a pipeline run, a re-analysis job) changes its outputs; a second
+    holder fails at once with a message instead of both writing the same tables."""
+    import fcntl
+
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with open(state_dir / ".analysis.lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise SyconnError(f"cannot start {what}: another syconn-ng run or re-analysis job is changing this analysis "
+                              f"({state_dir.parent}); wait for it to finish") from None
+        yield
