@@ -27,6 +27,7 @@ QUICK_ARGS = {
     "bench_annotations": ["--n", "50000"],
     "bench_cnn": ["--shape", "192", "192", "64"],
     "bench_compartments": ["--shape", "192,192,96", "--loop-cells", "20"],
+    "bench_downsample": ["--shape", "256,256,128"],
     "bench_hotspots": ["--rounds", "2"],
     "bench_hulls": ["--shape", "192,192,96"],
     "bench_import_knossos": [],
@@ -39,7 +40,7 @@ QUICK_ARGS = {
 ORDER = ("bench_cnn", "bench_objects", "bench_hulls", "bench_knossos_io", "bench_synapses", "bench_annotations", "bench_hotspots")
 # lines holding each script's side-by-side ratio (or its main figure), for the summary
 HEADLINE = re.compile(r"ratio|hot spot|CNN forward|voxelisation|speed-up|/ naive|vs scipy|alternative|loop|streamed /|\bx\b.*\bsyconn|scipy in memory|objects, \d wkr|"
-                      r"rays/s|etree|ElementTree|per core", re.I)
+                      r"rays/s|etree|ElementTree|per core|tinybrain", re.I)
 
 
 def run_script(path: Path, args: list[str], timeout_s: float) -> dict:

@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("syconn_ng.commands.train", "train", "Train models: `train cnn` (U-Nets), `train compartments|spines|celltypes|synapses` (forests)."),
     "convert": ("syconn_ng.commands.convert", "convert", "Convert between .nml, .k.zip and .swc."),
     "export": ("syconn_ng.commands.export", "export", "Export an analysis as precomputed layers + Neuroglancer state to share."),
+    "downsample": ("syconn_ng.commands.downsample", "downsample", "Add downsampled scales to a precomputed layer (tinybrain; resumable tasks)."),
     "bench": ("syconn_ng.commands.bench", "bench", "Time the whole pipeline on synthetic tissue per stage (table, JSON, scaling plot)."),
     "serve": ("syconn_ng.commands.serve", "serve", "Review in the browser: Neuroglancer beside a live wiring matrix, JSON API."),
     "import-knossos": (

@@ -169,6 +169,10 @@ class CelltypesConfig:
 
     model: str = _f("", "cell-type forest (.skops with its .json); '' = the bundled one (EA, MSN, GP, INT; synthetic tissue)")
     synonyms: dict = _f({}, "training labels: other names for the cell types, e.g. {\"medium spiny\" = \"MSN\"}")
+    min_typeable_um: float = _f(1.0, "cells with less skeleton than this (µm) get typeable = 0 in tables/cells.csv: still typed, "
+                                     "but too short to judge (accuracy vs length: docs/compartments.md)")
+    bare_axons_typeable: bool = _f(False, "false: an axon-only cell without mitochondria, vesicle clouds or synapses also gets "
+                                          "typeable = 0 (it shows nothing that tells the types apart)")
     n_estimators: int = _f(60, "training: trees in the forest (measured: 200 trees, depth 12 gain nothing at 3x the size)")
     max_depth: int = _f(8, "training: maximum tree depth (0 = unlimited); bounds the model file size")
     min_samples_leaf: int = _f(1, "training: minimum samples per leaf")
@@ -184,6 +188,14 @@ class ConnectomeConfig:
     axo_dendritic_only: bool = _f(False, "keep only synapses from an axon onto a dendrite, spine head or spine neck (SyConn2 axodend_only; drops axo-somatic too)")
     synapse_type: str = _f("all", "all | asymmetric | symmetric: which synapses make the matrix")
     type_order: list[str] = _f(["EA", "MSN", "GP", "INT"], "cell types in the order the matrix groups them; other types follow alphabetically, cells without a type last")
+
+
+@dataclass
+class ScalesConfig:
+    """The `scales` stage: downsampled scales of every volume layer under layers/ (images averaged, segmentations by mode; docs/scales.md)."""
+
+    mips: int = _f(-1, "scales below full resolution per layer: -1 = until a scale fits in one chunk or is <= min_size_vx across; 0 = none (stage off)")
+    min_size_vx: int = _f(64, "no further scale once the largest side of a scale is at most this many voxels")
 
 
 @dataclass
@@ -212,6 +224,7 @@ class Config:
     celltypes: CelltypesConfig = field(default_factory=CelltypesConfig)
     synapses: SynapsesConfig = field(default_factory=SynapsesConfig)
     connectome: ConnectomeConfig = field(default_factory=ConnectomeConfig)
+    scales: ScalesConfig = field(default_factory=ScalesConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
 
     def section_params(self, name: str) -> dict:
@@ -298,6 +311,10 @@ def _check_consistency(cfg: Config, path: Path) -> None:
         raise ConfigError(path, "expected a ratio in [0, 1)", element="[objects] hysteresis_ratio")
     _check_hulls_mapping(cfg, path)
     _check_cnn(cfg, path)
+    if cfg.celltypes.min_typeable_um < 0:
+        raise ConfigError(path, "expected a length >= 0 (µm)", element="[celltypes] min_typeable_um")
+    if cfg.scales.mips < -1 or cfg.scales.min_size_vx < 1:
+        raise ConfigError(path, "expected mips >= -1 and min_size_vx >= 1", element="[scales] mips/min_size_vx")
     if cfg.executor.retries < 0 or cfg.executor.workers < 0:
         raise ConfigError(path, "expected integers >= 0", element="[executor] retries/workers")
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from syconn_ng.box import Box
+from syconn_ng.errors import InputError
 from syconn_ng.layers import local_dir, open_layer, read_box, to_cloudpath
 
 # sharded volumes: at most this many uncompressed bytes per shard, so one shard fits in memory while written
@@ -63,7 +64,10 @@ def copy_volume(src, dst: Path, *, keep_ids=None, sharded: bool = False) -> dict
     re-write every scale sharded. The `mesh`/`skeletons`/`segment_properties` keys are dropped (the
     caller writes those). Returns {"files": data files written, "bytes": their size}.
     """
+    from syconn_ng.downsample import check_scales
+
     src_vol = open_layer(src)
+    check_scales(src_vol.info, src_vol.cloudpath)  # every scale the info lists is copied: they must agree
     info = {k: v for k, v in src_vol.info.items() if k not in PER_VOLUME_KEYS}
     if sharded:
         info = sharded_info(info)
@@ -72,7 +76,10 @@ def copy_volume(src, dst: Path, *, keep_ids=None, sharded: bool = False) -> dict
     (dst / "info").write_text(json.dumps(info, indent=1) + "\n")
     src_dir = local_dir(src_vol.cloudpath)
     if not sharded and keep_ids is None and src_dir is not None:
-        for scale in info["scales"]:
+        for i, scale in enumerate(info["scales"]):
+            if not (src_dir / scale["key"]).is_dir():
+                raise InputError(src_vol.cloudpath, f"the info lists this scale but its folder {scale['key']}/ is missing "
+                                                    "(an unfinished `scales` stage or `syconn-ng downsample`?)", element=f"info: scales[{i}]")
             shutil.copytree(src_dir / scale["key"], dst / scale["key"], dirs_exist_ok=True)
     else:
         from cloudvolume import CloudVolume

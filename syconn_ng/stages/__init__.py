@@ -9,7 +9,7 @@ import importlib
 
 from syconn_ng.errors import SyconnError
 
-PIPELINE = ("barrier", "organelles", "objects", "hulls", "mapping", "compartments", "synapses", "celltypes", "connectome")
+PIPELINE = ("barrier", "organelles", "objects", "hulls", "mapping", "compartments", "synapses", "celltypes", "connectome", "scales")
 
 STAGES: dict[str, str] = {
     "barrier": "syconn_ng.stages.cnn:BARRIER",
@@ -21,6 +21,7 @@ STAGES: dict[str, str] = {
     "synapses": "syconn_ng.stages.synapses:STAGE",
     "connectome": "syconn_ng.stages.connectome:STAGE",
     "celltypes": "syconn_ng.stages.celltypes:STAGE",
+    "scales": "syconn_ng.downsample:STAGE",
 }
 
 
