@@ -14,7 +14,7 @@ from syconn_ng.layers import atomic_write_text
 
 # cells.csv columns published as numbers, with the spec's data type (integers stay integers)
 NUMBER_COLUMNS = {"type_probability": "float32", "nodes": "uint32", "path_length_um": "float32", "axon_um": "float32",
-                  "dendrite_um": "float32", "soma_nodes": "uint32", "n_in": "uint32", "n_out": "uint32"}
+                  "dendrite_um": "float32", "soma_nodes": "uint32", "n_in": "uint32", "n_out": "uint32", "typeable": "uint8"}
 DIRECTORY = "segment_properties"
 
 
@@ -41,6 +41,9 @@ def segment_properties(cells: pd.DataFrame) -> dict:
             parts.append(f"p = {float(np.nan_to_num(cells['type_probability'].iloc[i])):.2f}")
         if "path_length_um" in cells:
             parts.append(f"{float(np.nan_to_num(cells['path_length_um'].iloc[i])):.1f} µm traced")
+        if "typeable" in cells and not cells["typeable"].iloc[i]:
+            why = cells["untypeable_reason"].iloc[i] if "untypeable_reason" in cells else ""
+            parts.append(f"untypeable ({why})" if isinstance(why, str) and why else "untypeable")
         desc.append(", ".join(parts))
     props.append({"id": "description", "type": "description", "values": desc})
     tags = sorted({t for t in types if t})

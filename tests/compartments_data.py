@@ -1,11 +1,13 @@
-"""Test data for the `compartments` and `celltypes` stages: the session's oracle analysis
-(`hulls_data.synth_analysis`, seed 1, never used for training the bundled forests) copied and run
-through compartments (→ synapses → celltypes), once per session (file lock + completion marker)."""
+"""Test data for the `compartments` and `celltypes` stages: a session tissue's oracle analysis
+(`hulls_data.synth_analysis`; seed 1, or the dense seed 6 — never used for training the bundled forests)
+copied and run through compartments (→ synapses → celltypes), once per session and tissue (file lock +
+completion marker)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 from hulls_data import synth_analysis
 from syconn_ng.analysis import Analysis
@@ -21,8 +23,8 @@ def compartments_analysis(synth_dir, tmp_path_factory, *, with_celltypes: bool =
     source = synth_analysis(synth_dir, tmp_path_factory)
     base = tmp_path_factory.getbasetemp()
     root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    out = root / "compartments_on_synth"
-    with FileLock(str(root / "compartments_on_synth.lock")):
+    out = root / f"compartments_on_{Path(synth_dir).name}"
+    with FileLock(str(root / f"compartments_on_{Path(synth_dir).name}.lock")):
         if not (out / ".complete").exists():
             shutil.rmtree(out, ignore_errors=True)
             shutil.copytree(source.root, out)

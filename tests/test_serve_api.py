@@ -109,6 +109,7 @@ def test_health_and_cells_list_every_cell_with_string_ids_and_types(ana, start):
     assert [c["id"] for c in cells] == [str(i) for i in cells_csv["id"]]
     assert all(isinstance(c["id"], str) for c in cells)
     assert [c["type"] for c in cells] == cells_csv["type"].tolist()
+    assert [c["typeable"] for c in cells] == (cells_csv["typeable"] == 1).tolist()  # fragments too short to judge are flagged
 
 
 def test_cell_detail_skeleton_and_synapses_match_the_tables(ana, start):

@@ -1,6 +1,7 @@
 """Per-cell features for the cell-type forest: path length per compartment, radius and varicosity
 statistics, spine density, organelle densities per compartment, synapse counts, areas and types,
-soma size. One cell at a time; its nodes are the hull stage's (traced and interpolated)."""
+soma size. One cell at a time; its nodes are the hull stage's (traced and interpolated). Also which
+cells show enough of themselves to be typed (`typeability`)."""
 
 from __future__ import annotations
 
@@ -120,3 +121,24 @@ def cell_features(graph: CellGraph, code: np.ndarray, synapses_out: dict, synaps
     spine_in = np.asarray(synapses_in.get("spine", []), dtype=bool)
     f["in_spine_frac"] = float(spine_in.mean()) if len(spine_in) else -1.0
     return {k: float(v) for k, v in f.items()}
+
+
+def typeability(features, *, min_typeable_um: float, bare_axons_typeable: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Which cells carry enough of themselves to be typed: (typeable (N,) bool, reason (N,) str).
+
+    features: `cell_features` rows (a DataFrame or a dict of (N,) arrays). A cell is untypeable when its
+    skeleton is shorter than `min_typeable_um` (reason "short"), or when it is a bare axon: only axon
+    nodes, and no mitochondrion, vesicle cloud, synaptic junction or synapse mapped to it (reason
+    "bare_axon"; the axon shafts of the synthetic types share a radius range, so such a piece shows
+    nothing that tells them apart). The reason is "" for typeable cells.
+    """
+    def col(name):
+        return np.asarray(features[name], dtype=np.float64)
+
+    short = col("path_um") < min_typeable_um
+    bare = (col("dendrite_um") == 0) & (col("soma_nodes") == 0) & (col("n_in") == 0) & (col("n_out") == 0)
+    for kind in ("mi", "vc", "sj"):
+        bare &= col(f"{kind}_per_um") == 0
+    bare &= not bare_axons_typeable
+    reason = np.where(short, "short", np.where(bare, "bare_axon", ""))
+    return reason == "", reason

@@ -1,6 +1,9 @@
-"""Cell-type accuracy against the synthetic truth (`truth/cells.csv`): accuracy, per-class F1, confusion
-matrix and majority baseline over every traced cell, and again over the cells with at least
-`MIN_PATH_UM` of skeleton (most cells in a small volume are short fragments)."""
+"""Cell-type accuracy against the synthetic truth (`truth/cells.csv`). The headline scores (accuracy,
+balanced accuracy, per-class F1, confusion matrix, majority baseline) cover the *typeable* cells (column
+`typeable` of `tables/cells.csv`: at least `[celltypes] min_typeable_um` of skeleton, and not a bare
+axon piece), the ones that show enough of their cell to be typed. The same scores over every traced
+cell (`all_cells`), the accuracy of the untypeable cells by reason (`untypeable`) and per skeleton-length
+bin (`by_length`) show what the cut leaves out."""
 
 from __future__ import annotations
 
@@ -10,7 +13,7 @@ import numpy as np
 
 from syconn_ng.evaluation import rounded
 
-MIN_PATH_UM = 2.0  # "long" cells: enough skeleton to carry their type's morphology (median fragment: 1.1 µm)
+LENGTH_BINS_UM = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 5.0, np.inf)  # the accuracy-vs-length curve (docs/compartments.md)
 
 
 def type_scores(true: np.ndarray, pred: np.ndarray, classes) -> dict:
@@ -32,26 +35,54 @@ def type_scores(true: np.ndarray, pred: np.ndarray, classes) -> dict:
             "n_cells": int(len(true)), "majority_baseline": float(max(np.mean(true == c) for c in classes))}
 
 
-def compare_cells(truth, pred, *, min_path_um: float = MIN_PATH_UM) -> dict:
-    """Scores of predicted types (DataFrame id, type, path_length_um) against the truth (id, type) of the traced cells."""
+def _bin_name(lo: float, hi: float) -> str:
+    return f">={lo:g}" if np.isinf(hi) else f"{lo:g}-{hi:g}"
+
+
+def accuracy_by_length(true: np.ndarray, pred: np.ndarray, path_um: np.ndarray, edges=LENGTH_BINS_UM) -> dict:
+    """{"lo-hi" µm: {"n_cells", "accuracy"}} per skeleton-length bin (bins without cells are left out)."""
+    out = {}
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (path_um >= lo) & (path_um < hi)
+        if inside.any():
+            out[_bin_name(lo, hi)] = {"n_cells": int(inside.sum()), "accuracy": float(np.mean(true[inside] == pred[inside]))}
+    return out
+
+
+def compare_cells(truth, pred, *, min_typeable_um: float) -> dict:
+    """Scores of predicted types (DataFrame id, type, path_length_um[, typeable, untypeable_reason]) against the truth
+    (id, type) of the traced cells: the typeable cells' scores at the top level, then `all_cells`, `untypeable` and
+    `by_length`. Without a `typeable` column (an older table) a cell is typeable when its path length reaches
+    `min_typeable_um`."""
     m = truth.merge(pred, on="id", how="inner", suffixes=("_true", "_pred"))
     classes = sorted(set(m["type_true"]) | set(m["type_pred"]))
     t, p = m["type_true"].to_numpy(str), m["type_pred"].to_numpy(str)
-    long = (m["path_length_um"] >= min_path_um).to_numpy()
-    return {**type_scores(t, p, classes), "missing": int(len(truth) - len(m)),
-            "long_cells": {"min_path_um": min_path_um, **type_scores(t[long], p[long], classes)}}
+    path = m["path_length_um"].to_numpy(np.float64)
+    typeable = m["typeable"].to_numpy(bool) if "typeable" in m else path >= min_typeable_um
+    if "untypeable_reason" in m:
+        reason = m["untypeable_reason"].fillna("").astype(str).to_numpy()
+    else:
+        reason = np.where(typeable, "", "short")
+    untypeable = {r: {"n_cells": int((reason == r).sum()), "accuracy": float(np.mean(t[reason == r] == p[reason == r]))}
+                  for r in sorted(set(reason[~typeable]))}
+    return {**type_scores(t[typeable], p[typeable], classes), "min_typeable_um": min_typeable_um,
+            "untypeable_cells": int((~typeable).sum()), "missing": int(len(truth) - len(m)),
+            "all_cells": type_scores(t, p, classes), "untypeable": untypeable, "by_length": accuracy_by_length(t, p, path)}
 
 
 def evaluate(analysis_dir: Path, truth_dir: Path) -> dict:
     import pandas as pd
+
+    from syconn_ng.config import load_config
 
     table = Path(analysis_dir) / "tables" / "cells.csv"
     if not table.exists():
         return {"skipped": "no tables/cells.csv (run the 'celltypes' stage)"}
     truth = pd.read_csv(Path(truth_dir) / "truth" / "cells.csv", usecols=["id", "type", "traced"])
     truth = truth[truth["traced"] == 1][["id", "type"]]
-    pred = pd.read_csv(table, usecols=["id", "type", "path_length_um"])
-    return rounded(compare_cells(truth, pred))
+    pred = pd.read_csv(table)
+    pred = pred[[c for c in ("id", "type", "path_length_um", "typeable", "untypeable_reason") if c in pred]]
+    return rounded(compare_cells(truth, pred, min_typeable_um=load_config(analysis_dir).celltypes.min_typeable_um))
 
 
 def confusion_png(confusion: dict, path, *, title: str = "") -> None:

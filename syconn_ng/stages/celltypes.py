@@ -4,7 +4,8 @@ probabilities (a random forest; the classes are the model's, EA / MSN / GP / INT
 Passes:
 1. `features` (per cell): the cell's hull nodes with their compartments (`tables/compartments/<cell>.npz`),
    its mapped organelles and its synapses (`tables/synapses.csv`) → `scratch/celltypes/<cell>.json`.
-2. `classify` (driver): the forest on every cell → `tables/cells.csv` and `tables/cell_features.csv`.
+2. `classify` (driver): the forest on every cell → `tables/cells.csv` and `tables/cell_features.csv`;
+   every cell gets a type, and `typeable` / `untypeable_reason` say whether it shows enough to judge one.
 3. `enrich` (per cell): `skeletons/enriched/cell_<id>.k.zip` again, now with the cell type as tree
    comment and tree colour.
 """
@@ -17,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from syconn_ng.compartments.celltype_features import cell_features
+from syconn_ng.compartments.celltype_features import cell_features, typeability
 from syconn_ng.compartments.forest import cached_forest, load_forest, resolve_model
 from syconn_ng.engine.driver import Pass
 from syconn_ng.errors import InputError
 from syconn_ng.layers import atomic_write_text, remove_temp_files
 
 CELL_COLUMNS = ("id", "type", "type_probability")  # then p_<CLASS>..., then SUMMARY_COLUMNS
-SUMMARY_COLUMNS = ("nodes", "path_length_um", "axon_um", "dendrite_um", "soma_nodes", "n_in", "n_out")
+SUMMARY_COLUMNS = ("nodes", "path_length_um", "axon_um", "dendrite_um", "soma_nodes", "n_in", "n_out", "typeable", "untypeable_reason")
 
 
 def _scratch(analysis) -> Path:
@@ -107,6 +108,10 @@ def classify_task(analysis, task) -> dict:
     out["soma_nodes"] = feats["soma_nodes"].astype(int).to_numpy()
     out["n_in"] = feats["n_in"].astype(int).to_numpy()
     out["n_out"] = feats["n_out"].astype(int).to_numpy()
+    params = task.params["celltypes"]
+    ok, reason = typeability(feats, min_typeable_um=params["min_typeable_um"], bare_axons_typeable=params["bare_axons_typeable"])
+    out["typeable"] = ok.astype(int)
+    out["untypeable_reason"] = reason
     columns = [*CELL_COLUMNS, *(f"p_{c}" for c in forest.classes), *SUMMARY_COLUMNS]
     atomic_write_text(analysis.tables_dir / "cells.csv", out[columns].to_csv(index=False))
     atomic_write_text(analysis.tables_dir / "cell_features.csv", feats.round(6).to_csv())
