@@ -115,7 +115,8 @@ class Controller:
             return None, msg
         ctype = cell.get("type") or ""
         prob = (cell.get("probabilities") or {}).get(ctype, cell.get("type_probability"))
-        analysis = {"id": cid, "type": ctype, "probability": prob, "nodes": nodes, "synapses": syns}
+        analysis = {"id": cid, "type": ctype, "probability": prob, "nodes": nodes, "synapses": syns,
+                    "typeable": cell.get("typeable", True), "untypeable_reason": cell.get("untypeable_reason") or ""}
         analysis["rows"] = synapse_rows(cid, syns)
         return analysis, None
 
@@ -178,10 +179,18 @@ class Controller:
         return self.type_colours.get(cell_type) or TYPE_RGB.get(cell_type)
 
 
+UNTYPEABLE = {"short": "too short to judge", "bare_axon": "bare axon, type unreliable"}
+
+
 def tree_comment(analysis):
-    """'<type> (p=0.87)' (just the type if no probability)."""
+    """'<type> (p=0.87)' (just the type if no probability); a cell the server flags as not typeable says why,
+    e.g. 'MSN (p=0.41; too short to judge)'."""
     p = analysis.get("probability")
-    return "%s (p=%.2f)" % (analysis["type"], p) if p is not None else analysis["type"]
+    text = "%s (p=%.2f)" % (analysis["type"], p) if p is not None else analysis["type"]
+    if analysis.get("typeable", True):
+        return text
+    why = UNTYPEABLE.get(analysis.get("untypeable_reason"), "not typeable")
+    return text[:-1] + "; %s)" % why if text.endswith(")") else "%s (%s)" % (text, why)
 
 
 def synapse_rows(cell_id, synapses):

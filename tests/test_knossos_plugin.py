@@ -144,7 +144,8 @@ def test_apply_comments_nodes_by_compartment_and_sets_tree_comment_and_colour_in
     tree = kn.skeleton.find_tree_by_id(cid)
     assert {n.node_id(): n.comment() for n in tree.nodes()} == truth
     row = pd.read_csv(root / "tables" / "cells.csv").set_index("id").loc[cid]
-    assert tree.comment() == f"{row['type']} (p={row['p_' + row['type']]:.2f})"
+    why = "" if row.get("typeable", 1) else "; " + P.UNTYPEABLE[row["untypeable_reason"]]  # older tables: no column
+    assert tree.comment() == f"{row['type']} (p={row['p_' + row['type']]:.2f}{why})"
     hexc = P.Controller(srv.url).health()[0]["type_colours"][row["type"]]
     assert tree.color()[:3] == pytest.approx(tuple(int(hexc[i:i + 2], 16) / 255 for i in (1, 3, 5)))
     assert kn.events and all(blocked for *_, blocked in kn.events)  # every edit with the skeletonizer's signals blocked
@@ -503,6 +504,19 @@ def real_served(tmp_path_factory):
     srv = ReviewServer(root, port=0).start()
     yield srv, root
     srv.stop()
+
+
+def test_a_cell_too_short_to_type_says_so_in_its_tree_comment(real_served):
+    srv, root = real_served
+    cells = pd.read_csv(root / "tables" / "cells.csv")
+    short = cells[(cells.typeable == 0) & (cells.untypeable_reason == "short")]
+    typed = cells[cells.typeable == 1]
+    assert len(short) and len(typed)  # the pipeline's tissue has both
+    for cid, ending in ((int(short.id.iloc[0]), "; too short to judge)"), (int(typed.id.iloc[0]), ")")):
+        kn = knossos_with_tree(root, cid)
+        done, msgs = P.fetch_and_apply(kn, P.Controller(srv.url, srv.token), [cid])
+        comment = kn.skeleton.find_tree_by_id(cid).comment()
+        assert list(done) == [cid] and comment.endswith(ending) and (ending != ")" or "judge" not in comment), (comment, msgs)
 
 
 def nml_of(kn, cid) -> bytes:
