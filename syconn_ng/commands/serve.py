@@ -27,6 +27,7 @@ def serve(analysis_dir, port, bind, token, open_browser, no_viewer, export_dir):
     from syconn_ng.serve.app import ReviewServer
 
     server = ReviewServer(analysis_dir, port=port, bind=bind, token=token, viewer=not no_viewer).start()
+    _stop_on_signals()
     click.echo(f"review page: {server.page_url}", nl=True)
     click.echo(f"token: {server.token}")
     if server.ctx.viewer_url:
@@ -37,3 +38,15 @@ def serve(analysis_dir, port, bind, token, open_browser, no_viewer, export_dir):
 
         webbrowser.open(server.page_url)
     server.wait()
+
+
+def _stop_on_signals():
+    """Ctrl-C (SIGINT) and SIGTERM stop the server cleanly, even when started from a shell that ignores SIGINT
+    for background jobs (`syconn-ng serve ... &`)."""
+    import signal
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)

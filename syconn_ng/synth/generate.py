@@ -19,7 +19,7 @@ from syconn_ng.errors import InputError
 from syconn_ng.layers import DEFAULT_CHUNK_SIZE, atomic_write_text, create_layer, open_layer, write_box
 from syconn_ng.synth.em import HALO_VX, finish, render_clean
 from syconn_ng.synth.raster import rasterise, sj_areas_um2
-from syconn_ng.synth.tissue import Tissue, build_tissue, demote_synapses
+from syconn_ng.synth.tissue import Tissue, build_tissue, demote_synapses, myelin_fractions
 from syconn_ng.synth.truth import ChunkCounts, count_chunk, truth_arrays, write_tables
 
 MIN_SYNAPSE_AREA_UM2 = 0.01  # a planned synapse whose cleft a third cell squeezes below this is a contact
@@ -34,24 +34,35 @@ LAYERS = {
     "truth/sj": ("segmentation", np.uint64, 1),
     "truth/organelles": ("image", np.uint8, 3),
 }
+MYELIN_LAYER = {"truth/myelin": ("image", np.uint8, 1)}  # only in tissues made with myelin
+
+
+def layers_of(tissue: Tissue) -> dict:
+    """The layers a tissue is written to: `LAYERS`, and `MYELIN_LAYER` if it was grown with myelin."""
+    return {**LAYERS, **MYELIN_LAYER} if tissue.has_myelin else LAYERS
 
 
 def generate_tissue(out, *, shape=(256, 256, 128), voxel_size_nm=(10.0, 10.0, 20.0), n_cells: int = 0, seed: int = 0,
                     noise: float = 1.0, synapses_per_um3: float = 1.0, artefacts: bool = True,
+                    myelin: bool = False, myelin_fraction: dict[str, float] | None = None,
                     chunk_size=DEFAULT_CHUNK_SIZE, workers: int = 1, progress: bool = False) -> dict:
     """Generate a synthetic tissue with complete ground truth into the folder `out`.
 
     shape: volume in voxels (x, y, z); voxel_size_nm: nm per voxel; n_cells: cells with
     neurites in the volume (0 = as dense as neuropil); noise: 0 = clean image, 1 = typical
-    SBEM; artefacts: occasional missing and shifted sections. Returns the statistics (also
-    written to ``out/truth/stats.json``).
+    SBEM; artefacts: occasional missing and shifted sections; myelin: myelinated stretches on
+    EA and some INT axons, with a ``truth/myelin`` layer and a ``myelinated`` node column (off by
+    default, so default tissues stay as the bundled models were trained on); myelin_fraction:
+    cell type -> myelinated share of its axons, over `MYELIN_SPECS`. Returns the statistics
+    (also written to ``out/truth/stats.json``).
     """
     out = Path(out)
+    fractions = myelin_fractions(myelin_fraction) if myelin else None
     _prepare(out)
     tissue = build_tissue(shape, voxel_size_nm, seed, n_cells=n_cells, synapses_per_um3=synapses_per_um3,
-                          artefacts=artefacts)
+                          artefacts=artefacts, myelin=fractions)
     tissue = demote_synapses(tissue, sj_areas_um2(tissue) < MIN_SYNAPSE_AREA_UM2)
-    for name, (kind, dtype, channels) in LAYERS.items():
+    for name, (kind, dtype, channels) in layers_of(tissue).items():
         create_layer(out / name, layer_type=kind, dtype=dtype, voxel_size_nm=voxel_size_nm, shape=shape,
                      chunk_size=chunk_size, num_channels=channels,
                      extra_info={"syconn_ng": {"layer": name, "synthetic_seed": seed}})
@@ -96,7 +107,7 @@ def generate_chunk(tissue: Tissue, out: str, box: Box, noise: float) -> ChunkCou
     inner = _crop(fields, box)
     arrays = truth_arrays(tissue, inner)
     arrays["raw"] = raw
-    for name in LAYERS:
+    for name in layers_of(tissue):
         key = name.split("/")[-1]
         write_box(open_layer(Path(out) / name), box, arrays[key])
     return count_chunk(tissue, inner)

@@ -75,6 +75,69 @@ CELL_TYPE_SPECS: dict[str, CellTypeSpec] = {
     ),
 }
 
+
+@dataclass(frozen=True)
+class MyelinSpec:
+    """Myelination of one cell type's axons (opt-in, ``generate_tissue(myelin=True)``), lengths in nm.
+
+    Real internodes are 20-200 µm and nodes of Ranvier ~1 µm; both are scaled down so a few-µm
+    volume shows internodes, nodes and bare stretches: internodes of 1-3 µm, nodes of ~0.3 µm.
+    """
+
+    fraction: float  # share of the type's cells whose axon is myelinated
+    internode_nm: tuple[float, float] = (1000.0, 3000.0)
+    node_nm: tuple[float, float] = (250.0, 350.0)  # node of Ranvier between two internodes
+    phase_nm: tuple[float, float] = (-3000.0, 500.0)  # where the first internode starts on an axon entering the volume
+    ais_nm: tuple[float, float] = (300.0, 800.0)  # bare initial segment of an axon leaving a soma in the volume
+    bare_nm: tuple[float, float] = (800.0, 2000.0)  # bare, bouton-bearing stretch between myelinated ones
+    bare_p: float = 0.25  # chance that an internode is followed by a bare stretch instead of a node
+
+
+# Pallial afferents (EA) are mostly myelinated, a share of interneuron (INT) axons too; others never.
+MYELIN_SPECS: dict[str, MyelinSpec] = {"EA": MyelinSpec(fraction=0.8), "INT": MyelinSpec(fraction=0.3)}
+G_RATIO = 0.7  # axon radius / fibre radius inside an internode
+PARANODE_NM = 100.0  # the sheath thins to nothing over this length at each end of an internode
+MAX_PATH_NM = 25_000.0  # longest neurite path grown
+
+
+class MyelinPlan:
+    """Which cells' axons are myelinated and where (internodes as arc-length intervals along the
+    axon, from where it starts growing; branches continue their parent's arc length).
+
+    Its own random stream (`seed`, 14), so the choice does not shift the growth's draws.
+    """
+
+    def __init__(self, seed: int, fractions: dict[str, float]):
+        self.rng = np.random.default_rng([seed, 14])
+        self.fractions = fractions
+        self.internodes: dict[int, np.ndarray] = {}  # cell index -> (I, 2) sorted [start, end) nm
+
+    def assign(self, ci: int, ctype: str, *, from_soma: bool) -> None:
+        """Decide (and lay out) the myelin of cell `ci`; called once per cell as it is grown.
+
+        Axons that enter the volume from afar are met at a random phase of their internodes;
+        axons that leave a soma in the volume start with a bare initial segment."""
+        self.internodes.pop(ci, None)
+        u = self.rng.random()
+        spec = MYELIN_SPECS.get(ctype)
+        if spec is None or u >= self.fractions.get(ctype, 0.0):
+            return
+        rng, out = self.rng, []
+        s = rng.uniform(*(spec.ais_nm if from_soma else spec.phase_nm))
+        while s < MAX_PATH_NM:
+            end = s + rng.uniform(*spec.internode_nm)
+            out.append((s, end))
+            s = end + (rng.uniform(*spec.bare_nm) if rng.random() < spec.bare_p else rng.uniform(*spec.node_nm))
+        self.internodes[ci] = np.asarray(out)
+
+    def bare(self, ci: int, s_nm: float, margin_nm: float) -> bool:
+        """Whether the axon of cell `ci` is unmyelinated within `margin_nm` of arc length `s_nm`."""
+        iv = self.internodes.get(ci)
+        if iv is None:
+            return True
+        return not np.any((iv[:, 0] < s_nm + margin_nm) & (iv[:, 1] > s_nm - margin_nm))
+
+
 STEP_NM = 200.0  # growth step = spacing of the geometry nodes along a neurite
 REGION_MARGIN_NM = 250.0  # neurites are grown this far beyond the volume so its faces look like tissue
 
@@ -241,9 +304,12 @@ class Region:
 class Grower:
     """Grows the cells of a tissue into a `Morphology` and a `CapsuleIndex` (deterministic per rng)."""
 
-    def __init__(self, region: Region, rng: np.random.Generator):
+    def __init__(self, region: Region, rng: np.random.Generator, myelin: MyelinPlan | None = None):
         self.region = region
         self.rng = rng
+        self.myelin = myelin
+        self.node_s: dict[int, float] = {}  # arc length (nm) of myelinated axons' nodes and capsules
+        self.cap_s: dict[int, tuple[float, float]] = {}
         self.m = Morphology()
         self.index = CapsuleIndex()
         self.varicosities: list[int] = []  # node indices of boutons en passant
@@ -268,6 +334,8 @@ class Grower:
         self.m.cells.append(cell)
         size = reg.hi - reg.lo
         if spec.soma_radius_nm is None:  # EA: an axon passing through the volume
+            if self.myelin is not None:
+                self.myelin.assign(ci, ctype, from_soma=False)
             self._grow_passing(ci, AXON, spec, rng.uniform(*spec.axon_radius_nm), start=None)
             return ci
         R = rng.uniform(*spec.soma_radius_nm)
@@ -281,6 +349,8 @@ class Grower:
             self.m.cells.pop()
             return -1
         cell.soma_centre_nm, cell.soma_radius_nm = centre, R
+        if self.myelin is not None:
+            self.myelin.assign(ci, ctype, from_soma=soma_inside)
         self.somata.append((*centre, R))
         cell.nucleus_radius_nm = 0.55 * R
         cell.nucleus_centre_nm = centre + random_unit(rng) * 0.12 * R
@@ -355,22 +425,26 @@ class Grower:
         branch_p = (spec.axon_branch_per_um if comp == AXON else spec.dendrite_branch_per_um) * STEP_NM / 1000
         r_min = 0.8 * spec.axon_radius_nm[0] if comp == AXON else spec.dendrite_min_radius_nm
         stack = [(node, pos, direction, r0, list(recent), 0.0)]
-        max_path = 25_000.0
         seeks_spines = comp == AXON and spec.synapse_type == "asymmetric"
+        myelinated = comp == AXON and self.myelin is not None and ci in self.myelin.internodes
+        if myelinated:
+            self.node_s.setdefault(node, 0.0)
+        bead_margin = spec.varicosity_radius_nm[1] + PARANODE_NM  # boutons only on bare stretches
         while stack:
             node, pos, direction, r, recent, path = stack.pop()
             next_bead = rng.uniform(*spec.varicosity_interval_nm) if comp == AXON else np.inf
             next_spine = rng.uniform(*spec.spine_interval_nm) if (comp == DENDRITE and spec.spine_interval_nm) else np.inf
             since_bead = since_branch = since_spine = 0.0
-            while path < max_path:
+            while path < MAX_PATH_NM:
                 cand = self._candidates(direction, spec.tortuosity_deg)
                 k = None
-                if seeks_spines and since_bead >= 300.0:  # excitatory boutons form on spine heads
+                bare = not myelinated or self.myelin.bare(ci, path + STEP_NM, bead_margin)
+                if seeks_spines and since_bead >= 300.0 and bare:  # excitatory boutons form on spine heads
                     r_node = rng.uniform(*spec.varicosity_radius_nm)
                     k, depth = self._step_onto_spine(pos, direction, cand, r_node, recent, ci)
                     bead = k is not None
                 if k is None:
-                    bead = since_bead >= next_bead
+                    bead = since_bead >= next_bead and bare
                     r_node = rng.uniform(*spec.varicosity_radius_nm) if bead else r
                     k, depth = self._best_step(pos, direction, cand, r_node, recent)
                 if bead and depth > 0.6:  # no room for a bouton here: try further on
@@ -385,8 +459,13 @@ class Grower:
                 seg = self.capsule(pos, new, self.m.node_radius[node], r_node, ci, comp)
                 node = self.m.add_node(new, r_node, comp, ci, node)
                 recent = (recent + [seg])[-3:]
+                if myelinated:
+                    self.node_s[node] = path + STEP_NM
+                    self.cap_s[seg] = (path, path + STEP_NM)
                 if bead:
                     recent = (recent + [self.capsule(new, new, r_node, r_node, ci, comp)])[-3:]
+                    if myelinated:
+                        self.cap_s[recent[-1]] = (path + STEP_NM, path + STEP_NM)
                     self.varicosities.append(node)
                     since_bead, next_bead = 0.0, rng.uniform(*spec.varicosity_interval_nm)
                 else:

@@ -15,11 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from syconn_ng.box import Box
+from syconn_ng.synth.geometry import PARANODE_NM
 from syconn_ng.synth.tissue import Tissue
 
 MEMBRANE_NM = 15.0  # membrane (barrier) thickness on each side of a cell boundary
 SJ_HALF_THICKNESS_NM = 18.0  # the sj is the cleft ± this much between pre and post
 SJ_SLAB_NM = 90.0  # how far from the planned cleft plane the boundary is searched for the sj
+NO_MYELIN_NM = 1e4  # myelin_sd where there is no myelin
 
 
 @dataclass
@@ -31,7 +33,9 @@ class Fields:
     mi/vc/sj: int32 object index + 1 (0: none), only inside the owning cell's interior;
     mi_sd: float32 nm to the nearest mitochondrion surface (negative inside), mi_s: float32 arc
     length along it; psd: int32 synapse index + 1 on the postsynaptic side near the cleft;
-    vesicle: float32 in [0, 1] vesicle membrane darkness; nucleus_sd: float32 nm to a nucleus.
+    vesicle: float32 in [0, 1] vesicle membrane darkness; nucleus_sd: float32 nm to a nucleus;
+    myelin_sd: float32 nm to the inner surface of a myelin sheath (negative inside the sheath,
+    positive in the axon it wraps; `NO_MYELIN_NM` elsewhere).
     """
 
     box: Box
@@ -45,13 +49,19 @@ class Fields:
     psd: np.ndarray
     vesicle: np.ndarray
     nucleus_sd: np.ndarray
+    myelin_sd: np.ndarray
 
     def interior(self) -> np.ndarray:
-        """(X, Y, Z) bool: voxels inside a cell and off its membrane."""
-        return (self.owner > 0) & (self.bdist >= MEMBRANE_NM)
+        """(X, Y, Z) bool: voxels inside a cell and off its membrane (and off any myelin sheath)."""
+        return (self.owner > 0) & (self.bdist >= MEMBRANE_NM) & (self.myelin_sd >= MEMBRANE_NM)
 
     def membrane(self) -> np.ndarray:
-        return (self.owner > 0) & (self.bdist < MEMBRANE_NM)
+        """(X, Y, Z) bool: the barrier: membranes, and myelin sheaths with the axon membrane inside them."""
+        return (self.owner > 0) & ((self.bdist < MEMBRANE_NM) | (self.myelin_sd < MEMBRANE_NM))
+
+    def myelin(self) -> np.ndarray:
+        """(X, Y, Z) bool: myelin sheath voxels."""
+        return (self.owner > 0) & (self.myelin_sd < 0)
 
 
 def _grids(box: Box, voxel_size_nm):
@@ -110,7 +120,8 @@ def rasterise(tissue: Tissue, box: Box) -> Fields:
     owner = id1
     pair = (sd2 - sd1) / 2
     bdist = np.where(id2 > 0, np.minimum(fill - sd1, pair), fill - sd1).astype(np.float32)
-    interior = (owner > 0) & (bdist >= MEMBRANE_NM)
+    myelin_sd = _myelin(tissue, box, grids, owner, bdist)
+    interior = (owner > 0) & (bdist >= MEMBRANE_NM) & (myelin_sd >= MEMBRANE_NM)
     _separate(owner, bdist, interior)
 
     mi, mi_sd, mi_s = _mitochondria(tissue, box, grids, owner, interior)
@@ -118,7 +129,60 @@ def rasterise(tissue: Tissue, box: Box) -> Fields:
     sj, psd = _junctions(tissue, box, grids, owner, id2, pair)
     vesicle = _vesicles(tissue, box, grids, owner, interior)
     nucleus_sd = _nuclei(tissue, box, grids, owner)
-    return Fields(box, owner, bdist, mi, mi_sd, mi_s, vc, sj, psd, vesicle, nucleus_sd)
+    return Fields(box, owner, bdist, mi, mi_sd, mi_s, vc, sj, psd, vesicle, nucleus_sd, myelin_sd)
+
+
+def _myelin(tissue, box, grids, owner, bdist):
+    """myelin_sd (see `Fields`) of `box`: the sheath wraps the internodes of myelinated axons.
+
+    In each direction from the axon's centre line the sheath is the outer (1 - g) of the way to
+    the axon's boundary (g: the g-ratio), so it is concentric, always reaches the boundary and
+    never closes the axon where neighbours squeeze it; over `PARANODE_NM` at each internode end g
+    rises to 1 (the sheath thins out towards the node of Ranvier).
+    """
+    out = np.full(box.shape, NO_MYELIN_NM, np.float32)
+    if not len(tissue.my_cell):
+        return out
+    vs = np.asarray(tissue.voxel_size_nm)
+    box_lo, box_hi = np.asarray(box.start) * vs, (np.asarray(box.stop) - 1) * vs
+    cells = np.unique(tissue.my_cell)
+    caps = np.flatnonzero(np.isin(tissue.cap_cell, cells))
+    r = np.maximum(tissue.cap_ra[caps], tissue.cap_rb[caps])[:, None] + tissue.fill_nm
+    lo = np.minimum(tissue.cap_a[caps], tissue.cap_b[caps]) - r
+    hi = np.maximum(tissue.cap_a[caps], tissue.cap_b[caps]) + r
+    hit = _boxes_overlapping(lo, hi, box_lo, box_hi)
+    if not len(hit):
+        return out
+    # per voxel of a myelinated cell: its nearest capsule of that cell, the centre-line distance
+    # and the arc length there (NaN off the myelinated axon: soma, dendrites, stems)
+    best = np.full(box.shape, np.inf, np.float32)
+    rho = np.zeros(box.shape, np.float32)
+    arc = np.full(box.shape, np.nan, np.float32)
+    for j in hit:
+        i = caps[j]
+        sub = _sub_box(box, lo[j], hi[j], vs)
+        if sub is None:
+            continue
+        d, t = _capsule_sd(sub, box, grids, tissue.cap_a[i], tissue.cap_b[i], tissue.cap_ra[i], tissue.cap_rb[i])
+        sl = sub.slices(relative_to=box.start)
+        better = (owner[sl] == tissue.cap_cell[i] + 1) & (d < best[sl])
+        best[sl] = np.where(better, d, best[sl])
+        rho[sl] = np.where(better, d + tissue.cap_ra[i] + t * (tissue.cap_rb[i] - tissue.cap_ra[i]), rho[sl])
+        arc[sl] = np.where(better, tissue.cap_s0[i] + t * (tissue.cap_s1[i] - tissue.cap_s0[i]), arc[sl])
+    on_axon = np.flatnonzero(np.isfinite(arc).ravel())
+    cell_of = owner.ravel()[on_axon] - 1
+    for c in np.unique(cell_of):
+        sel = on_axon[cell_of == c]
+        s = arc.ravel()[sel]
+        mine = tissue.my_cell == c
+        s0, s1 = tissue.my_s0[mine], tissue.my_s1[mine]
+        k = np.clip(np.searchsorted(s0, s, side="right") - 1, 0, len(s0) - 1)
+        inside = (s >= s0[k]) & (s < s1[k])
+        edge = np.minimum(s - s0[k], s1[k] - s)
+        g = 1 - (1 - tissue.g_ratio) * np.clip(edge / PARANODE_NM, 0, 1)
+        sd = g * bdist.ravel()[sel] - (1 - g) * rho.ravel()[sel]
+        out.ravel()[sel[inside]] = sd[inside]
+    return out
 
 
 def _separate(owner, bdist, interior):

@@ -7,11 +7,11 @@ the tissue frame (voxel (i, j, k) has its centre at ``(i, j, k) * voxel_size_nm`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from syconn_ng.synth.geometry import CELL_TYPE_SPECS, Grower, Region, point_segment_distance
+from syconn_ng.synth.geometry import CELL_TYPE_SPECS, G_RATIO, MYELIN_SPECS, Grower, MyelinPlan, Region, point_segment_distance
 from syconn_ng.synth.mitochondria import place_mitochondria
 from syconn_ng.synth.synapses import place_synapses_and_contacts
 
@@ -72,6 +72,20 @@ class Tissue:
     node_parent: np.ndarray
     missing_sections: list[int]
     shifted_sections: list[tuple[int, int, int]]  # (z, dx, dy) in voxels
+    # myelin (opt-in): internodes as arc-length intervals (nm) along their cell's axon, and the arc
+    # length of the myelinated axons' capsule ends and nodes (NaN elsewhere); all empty without myelin
+    my_cell: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (I,) cell index
+    my_s0: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (I,) start of the internode
+    my_s1: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (I,) end
+    cap_s0: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (S,) at cap_a
+    cap_s1: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (S,) at cap_b
+    node_s_nm: np.ndarray = field(default_factory=lambda: np.zeros(0))  # (P,)
+    g_ratio: float = G_RATIO
+
+    @property
+    def has_myelin(self) -> bool:
+        """Whether the tissue was grown with myelin (then it has a myelin truth layer, even if empty)."""
+        return len(self.cap_s0) > 0
 
     @property
     def volume_um3(self) -> float:
@@ -79,16 +93,19 @@ class Tissue:
 
 
 def build_tissue(shape_vx, voxel_size_nm, seed: int, *, n_cells: int = 0, synapses_per_um3: float = 1.0,
-                 artefacts: bool = True) -> Tissue:
+                 artefacts: bool = True, myelin: dict[str, float] | None = None) -> Tissue:
     """Grow the cells, spines, synapses, contacts and organelles of a tissue (deterministic in `seed`).
 
-    n_cells: cells with neurites in the volume; 0 = as many as dense neuropil holds.
+    n_cells: cells with neurites in the volume; 0 = as many as dense neuropil holds. myelin: None
+    (none, the default) or the share of each cell type's axons that are myelinated, e.g.
+    ``{"EA": 0.8, "INT": 0.3}``; myelinated stretches carry no boutons, so the tissue differs from
+    the same seed's tissue without myelin.
     """
     rng = np.random.default_rng(seed)
     vs = np.asarray(voxel_size_nm, dtype=np.float64)
     shape = np.asarray(shape_vx, dtype=np.int64)
     region = Region(np.zeros(3), (shape - 1) * vs)
-    g = Grower(region, rng)
+    g = Grower(region, rng, MyelinPlan(seed, myelin) if myelin is not None else None)
     vol_um3 = float(np.prod(shape * vs) / 1e9)
     n_somata = max(1, int(round(vol_um3 * SOMATA_PER_UM3)))
     # neurites cross the volume, so the cells it takes grow with its cross-section, not its volume
@@ -126,7 +143,42 @@ def build_tissue(shape_vx, voxel_size_nm, seed: int, *, n_cells: int = 0, synaps
         g, rng, n_synapses=round(synapses_per_um3 * vol_um3), touch_nm=2 * FILL_NM - 25.0)
     mitos = place_mitochondria(g, rng, boutons)
     missing, shifted = (_artefact_sections(rng, int(shape[2])) if artefacts else ([], []))
-    return _freeze(g, shape_vx, voxel_size_nm, seed, synapses, clouds, contacts, mitos, missing, shifted)
+    tissue = _freeze(g, shape_vx, voxel_size_nm, seed, synapses, clouds, contacts, mitos, missing, shifted)
+    return _with_myelin(tissue, g) if myelin is not None else tissue
+
+
+def myelin_fractions(overrides: dict[str, float] | None = None) -> dict[str, float]:
+    """The myelinated share of each cell type's axons: `MYELIN_SPECS`, with `overrides` (type -> share)."""
+    out = {t: spec.fraction for t, spec in MYELIN_SPECS.items()}
+    for t, v in (overrides or {}).items():
+        if t not in CELL_TYPE_SPECS or not 0.0 <= float(v) <= 1.0:
+            raise ValueError(f"myelin fraction {t}={v}: expected a cell type of {sorted(CELL_TYPE_SPECS)} and a share in [0, 1]")
+        if float(v) > 0 and t not in MYELIN_SPECS:
+            raise ValueError(f"myelin fraction {t}={v}: only {sorted(MYELIN_SPECS)} axons are myelinated")
+        out[t] = float(v)
+    return out
+
+
+def _with_myelin(tissue: Tissue, g: Grower) -> Tissue:
+    """The tissue with its myelin plan: internodes of cells whose axon was grown, arc lengths."""
+    from dataclasses import replace
+
+    n_cap, n_node = g.index.n, len(g.m.node_pos)
+    cap_s0, cap_s1, node_s = np.full(n_cap, np.nan), np.full(n_cap, np.nan), np.full(n_node, np.nan)
+    for i, (s0, s1) in g.cap_s.items():
+        cap_s0[i], cap_s1[i] = s0, s1
+    for k, s in g.node_s.items():
+        node_s[k] = s
+    grown = set(tissue.cap_cell[np.isfinite(cap_s0)].tolist())
+    cells = sorted(c for c in g.myelin.internodes if c in grown)
+    iv = [g.myelin.internodes[c] for c in cells]
+    return replace(
+        tissue,
+        my_cell=np.concatenate([np.full(len(v), c, np.int64) for c, v in zip(cells, iv)]) if cells else np.zeros(0, np.int64),
+        my_s0=np.concatenate([v[:, 0] for v in iv]) if cells else np.zeros(0),
+        my_s1=np.concatenate([v[:, 1] for v in iv]) if cells else np.zeros(0),
+        cap_s0=cap_s0, cap_s1=cap_s1, node_s_nm=node_s,
+    )
 
 
 def _artefact_sections(rng, n_z: int):

@@ -29,6 +29,7 @@ class TracedNode:
     traced_radius_vx: float  # what the tracer set
     comp: int
     parent: int  # node id, 0 for none
+    arc_nm: float = float("nan")  # arc length along a myelinated axon (for the myelinated flag), else NaN
 
 
 def trace_cell(tissue: Tissue, ci: int, rng: np.random.Generator, first_id: int) -> list[TracedNode]:
@@ -42,6 +43,7 @@ def trace_cell(tissue: Tissue, ci: int, rng: np.random.Generator, first_id: int)
     pos = tissue.node_pos_nm[idx]
     rad = tissue.node_radius_nm[idx]
     comp = tissue.node_comp[idx].astype(int)
+    arc = tissue.node_s_nm[idx] if tissue.has_myelin else np.full(len(idx), np.nan)
     children = [[] for _ in idx]
     for k, p in enumerate(parent):
         if p >= 0:
@@ -55,7 +57,7 @@ def trace_cell(tissue: Tissue, ci: int, rng: np.random.Generator, first_id: int)
     traced_id = {}  # geometry node -> traced node id (or 0 where not traced)
     next_id = first_id
 
-    def emit(p_nm, r_nm, c, parent_id):
+    def emit(p_nm, r_nm, c, parent_id, arc_nm=float("nan")):
         nonlocal next_id
         in_soma = has_soma and np.linalg.norm(p_nm - soma_c) < soma_r * 0.95
         if in_soma:
@@ -65,7 +67,8 @@ def trace_cell(tissue: Tissue, ci: int, rng: np.random.Generator, first_id: int)
         if np.any(v < 0) or np.any(v >= shape):
             return 0  # outside the volume: not traceable
         r_true = (r_nm + (0.0 if in_soma else tissue.fill_nm)) / vs[0]
-        out.append(TracedNode(next_id, v, float(r_true), float(r_true * rng.uniform(0.7, 1.3)), int(c), parent_id))
+        out.append(TracedNode(next_id, v, float(r_true), float(r_true * rng.uniform(0.7, 1.3)), int(c), parent_id,
+                              float(arc_nm)))
         next_id += 1
         return next_id - 1
 
@@ -81,11 +84,11 @@ def trace_cell(tissue: Tissue, ci: int, rng: np.random.Generator, first_id: int)
             for j in range(1, n_extra + 1):
                 f = j / (n_extra + 1)
                 r, c = _along_edge(f, length, rad[p], rad[k], comp[p], comp[k])
-                pid = emit(pos[p] + f * (pos[k] - pos[p]), r, c, parent_id)
+                pid = emit(pos[p] + f * (pos[k] - pos[p]), r, c, parent_id, arc[p] + f * (arc[k] - arc[p]))
                 parent_id = pid if pid else 0
         skip = (p >= 0 and len(children[k]) == 1 and comp[k] not in (SPINE_HEAD, SPINE_NECK, SOMA)
                 and rng.random() < 0.15)
-        traced_id[k] = parent_id if skip else emit(pos[k], rad[k], comp[k], parent_id)
+        traced_id[k] = parent_id if skip else emit(pos[k], rad[k], comp[k], parent_id, arc[k])
         if comp[k] == SOMA:
             _trace_soma(k, pos[k], soma_r, shape * vs - vs, traced_id, emit, rng)
     return out

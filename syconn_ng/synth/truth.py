@@ -26,7 +26,7 @@ def truth_arrays(tissue: Tissue, f: Fields) -> dict[str, np.ndarray]:
     interior = f.interior()
     cell_lut = np.concatenate([[0], tissue.cell_ids]).astype(np.uint64)
     organelles = np.stack([f.sj > 0, f.vc > 0, f.mi > 0], axis=-1).astype(np.uint8) * np.uint8(255)
-    return {
+    out = {
         "cells": np.where(interior, cell_lut[f.owner], np.uint64(0)),
         "barrier": (f.membrane().astype(np.uint8) * np.uint8(255)),
         "mi": f.mi.astype(np.uint64),
@@ -34,6 +34,9 @@ def truth_arrays(tissue: Tissue, f: Fields) -> dict[str, np.ndarray]:
         "sj": f.sj.astype(np.uint64),
         "organelles": organelles,
     }
+    if tissue.has_myelin:  # 255 on sheaths, like the barrier, so it can stand in for a probability map
+        out["myelin"] = f.myelin().astype(np.uint8) * np.uint8(255)
+    return out
 
 
 @dataclass
@@ -47,10 +50,11 @@ class ChunkCounts:
     mi: np.ndarray  # (M + 1, 4): count, sum x, sum y, sum z (voxels)
     vc: np.ndarray
     sj: np.ndarray
+    myelin: int = 0
 
     def __add__(self, o: "ChunkCounts") -> "ChunkCounts":
         return ChunkCounts(self.voxels + o.voxels, self.membrane + o.membrane, self.extracellular + o.extracellular,
-                           self.cell + o.cell, self.mi + o.mi, self.vc + o.vc, self.sj + o.sj)
+                           self.cell + o.cell, self.mi + o.mi, self.vc + o.vc, self.sj + o.sj, self.myelin + o.myelin)
 
 
 def count_chunk(tissue: Tissue, f: Fields) -> ChunkCounts:
@@ -75,6 +79,7 @@ def count_chunk(tissue: Tissue, f: Fields) -> ChunkCounts:
         mi=objects(f.mi, len(tissue.mito_cell)),
         vc=objects(f.vc, len(tissue.vc_cell)),
         sj=objects(f.sj, len(tissue.syn_pre)),
+        myelin=int(f.myelin().sum()) if tissue.has_myelin else 0,
     )
 
 
@@ -140,8 +145,10 @@ def write_tables(tissue: Tissue, counts: ChunkCounts, traced: dict[int, list], t
     node_rows = []
     for ci, nodes in traced.items():
         for n in nodes:
-            node_rows.append((int(ids[ci]), n.node_id, *(int(v) for v in n.pos_vx), COMPARTMENTS[n.comp], round(n.radius_vx, 3)))
-    _write_csv(truth_dir / "nodes.csv", ["cell", "node", "x", "y", "z", "compartment", "radius_vx"], node_rows)
+            node_rows.append((int(ids[ci]), n.node_id, *(int(v) for v in n.pos_vx), COMPARTMENTS[n.comp], round(n.radius_vx, 3))
+                             + ((int(in_internode(tissue, ci, n.arc_nm)),) if tissue.has_myelin else ()))
+    _write_csv(truth_dir / "nodes.csv", ["cell", "node", "x", "y", "z", "compartment", "radius_vx"]
+               + (["myelinated"] if tissue.has_myelin else []), node_rows)
 
     vol_um3 = tissue.volume_um3
     total = counts.voxels
@@ -172,7 +179,28 @@ def write_tables(tissue: Tissue, counts: ChunkCounts, traced: dict[int, list], t
         "shifted_sections": [list(s) for s in tissue.shifted_sections],
         "real_data_reference": {"source": "shared/realdata/drosophila_vnc_gerhard2013 (ssTEM, 4.6x4.6x50 nm)", **REAL_DATA},
     }
+    if tissue.has_myelin:
+        stats["myelin"] = _myelin_stats(tissue, counts, present, node_rows)
     return stats
+
+
+def in_internode(tissue: Tissue, ci: int, arc_nm: float) -> bool:
+    """Whether arc length `arc_nm` (nm, NaN: not on a myelinated axon) of cell `ci` lies in one of its internodes."""
+    mine = tissue.my_cell == ci
+    return bool(np.any((tissue.my_s0[mine] <= arc_nm) & (arc_nm < tissue.my_s1[mine])))
+
+
+def _myelin_stats(tissue: Tissue, counts: ChunkCounts, present: np.ndarray, node_rows: list) -> dict:
+    """Myelinated cells by type, sheath voxel fraction, and the traced axon nodes in internodes."""
+    cells = [c for c in np.unique(tissue.my_cell) if present[c]]
+    axon = [r for r in node_rows if r[5] == "axon"]
+    return {
+        "g_ratio": tissue.g_ratio,
+        "myelinated_cells_by_type": {t: sum(1 for c in cells if tissue.cell_types[c] == t) for t in CELL_TYPES},
+        "myelin_fraction": round(counts.myelin / counts.voxels, 5),
+        "myelinated_nodes": sum(r[-1] for r in node_rows),
+        "myelinated_axon_node_fraction": round(sum(r[-1] for r in axon) / len(axon), 4) if axon else 0.0,
+    }
 
 
 def _soma_in_volume(tissue: Tissue, ci: int) -> bool:
