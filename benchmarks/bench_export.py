@@ -114,12 +114,11 @@ def released_writer(path: Path, syn: pd.DataFrame, voxel_size_nm) -> None:
 
 def bench_annotations(syn: pd.DataFrame, voxel_size_nm, work: Path) -> dict[str, dict]:
     from syconn_ng.stages.synapses import write_synapse_layer
-    from syconn_ng.export.sharded import shard_annotations
 
     out = {}
     for label, fn in (("neuroglancer AnnotationWriter (released)", lambda p: released_writer(p, syn, voxel_size_nm)),
                       ("syconn_ng, unsharded", lambda p: write_synapse_layer(p, syn, voxel_size_nm)),
-                      ("syconn_ng, sharded", lambda p: (write_synapse_layer(p, syn, voxel_size_nm), shard_annotations(p)))):
+                      ("syconn_ng, sharded", lambda p: write_synapse_layer(p, syn, voxel_size_nm, sharded=True))):
         path = work / ("ann_" + label.split(",")[-1].strip().split(" ")[0])
         _, seconds, peak = timed(fn, path)
         files, size = tree_stats(path)

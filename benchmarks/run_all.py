@@ -25,6 +25,7 @@ HERE = Path(__file__).resolve().parent
 # smaller inputs than the scripts' defaults, so that all of them run in a few minutes on a small machine
 QUICK_ARGS = {
     "bench_annotations": ["--n", "50000"],
+    "bench_annotations_sharded": ["--n", "100000", "--cells", "10000"],
     "bench_cnn": ["--shape", "192", "192", "64"],
     "bench_compartments": ["--shape", "192,192,96", "--loop-cells", "20"],
     "bench_downsample": ["--shape", "256,256,128"],
@@ -32,6 +33,7 @@ QUICK_ARGS = {
     "bench_hulls": ["--shape", "192,192,96"],
     "bench_import_knossos": [],
     "bench_knossos_io": ["--nodes", "200000", "--trees", "200"],
+    "bench_multires_mesh": ["--shape", "192,192,96", "--length-um", "50"],
     "bench_objects": ["--sizes", "256", "512", "--workers", "2"],
     "bench_synapses": ["--workdir", "/tmp/bench_synapses", "--pairs", "200"],
     "bench_synth": ["--sizes", "256,256,128", "--no-unchunked"],

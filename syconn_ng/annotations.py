@@ -4,8 +4,8 @@ The project's own writer of Neuroglancer's `neuroglancer_annotations_v1` format 
 `annotations.md` of Neuroglancer's precomputed data source), because the released
 `neuroglancer.write_annotations` mis-encodes uint32 properties and writes one spatial cell.
 Pure encoders (`record_dtype`, `encode_records`, `encode_annotations`, `encode_by_id`,
-`spatial_levels`) are separate from `write_annotations`, which lays the files out unsharded
-and swaps the finished layer in atomically.
+`spatial_levels`) are separate from `write_annotations`, which lays the indices out as one file per
+key or sharded (`syconn_ng.export.sharded`) and swaps the finished layer in atomically.
 """
 
 from __future__ import annotations
@@ -267,7 +267,7 @@ def _local_path(path) -> Path:
     return Path(s)
 
 
-def _swap_in(tmp: Path, dest: Path) -> None:
+def swap_in_folder(tmp: Path, dest: Path) -> None:
     """Replace `dest` by the complete folder `tmp`: the old layer is moved aside only now, then deleted."""
     old = None
     if dest.exists():
@@ -280,16 +280,18 @@ def _swap_in(tmp: Path, dest: Path) -> None:
 
 
 def write_annotations(path, *, ids, points_vx, voxel_size_nm, properties=None, relationships=None,
-                      enum_labels=None, points_b_vx=None, max_per_cell=2000) -> dict:
+                      enum_labels=None, points_b_vx=None, max_per_cell=2000, sharded: bool = False) -> dict:
     """Write a complete precomputed annotation layer (points, or lines if `points_b_vx`) at `path`.
 
     ids: (N,) uint64 unique annotation ids; points_vx, points_b_vx: (N, 3) float 0-based voxels
     (stored at the voxel centre, + `VOXEL_CENTRE_OFFSET`); voxel_size_nm: (3,) the layer's scale;
     properties: {id: (N,) array} of dtype uint8/int8/uint16/int16/uint32/int32/float32 (float64
     is stored as float32); relationships: {id: (N,) uint64 (0 = none) or N lists of uint64};
-    enum_labels: {property: {value: label}}; max_per_cell: the spatial index's target `limit`.
+    enum_labels: {property: {value: label}}; max_per_cell: the spatial index's target `limit`;
+    sharded: by_id, relationship and spatial indices as `neuroglancer_uint64_sharded_v1` shard files
+    (callers choose with `syconn_ng.sharding.use_sharding`) instead of one file per key.
     The layer is built in a temporary folder beside `path` and renamed into place when complete.
-    Returns {"annotations", "files", "bytes", "levels", "limits", "path"}.
+    Returns {"annotations", "files", "bytes", "levels", "limits", "path", "sharded"}.
     """
     dest = _local_path(path)
     ids = np.asarray(ids, dtype=np.uint64).reshape(-1)
@@ -314,40 +316,66 @@ def write_annotations(path, *, ids, points_vx, voxel_size_nm, properties=None, r
     info = _info(voxel_size_nm, lower, upper, "POINT" if points_b is None else "LINE", types, enum_labels,
                  relationships, levels)
 
+    from syconn_ng.export.sharded import compressed_morton, hashed_spec, write_shards
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     for stale in dest.parent.glob(f".{dest.name}.*"):  # folders a killed writer left
         shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}.tmp-"))
     files, nbytes = 0, 0
     try:
-        def put(rel: str, payload: bytes) -> None:
-            nonlocal files, nbytes
-            (tmp / rel).write_bytes(payload)
-            files += 1
-            nbytes += len(payload)
-
-        put("info", json.dumps(info, indent=1).encode("utf-8"))
-        (tmp / "by_id").mkdir()
-        rel_names = list(rel_lists)
-        for i in range(n):
-            put(f"by_id/{ids[i]}", encode_by_id(records[i], [rel_lists[r][i] for r in rel_names]))
-        for name, lists in rel_lists.items():
-            (tmp / f"rel_{name}").mkdir()
-            seg = np.concatenate(lists) if n else np.zeros(0, np.uint64)
-            ann = np.repeat(np.arange(n), [len(x) for x in lists])
-            order = np.lexsort((ann, seg))
-            seg, ann = seg[order], ann[order]
-            starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]]) if len(seg) else []
-            for s, e in zip(starts, np.r_[starts[1:], len(seg)] if len(seg) else []):
-                idx = ann[s:e]
-                put(f"rel_{name}/{seg[s]}", encode_annotations(records[idx], ids[idx]))
-        for li, lv in enumerate(levels):
-            (tmp / f"spatial{li}").mkdir()
-            for cell, idx in lv["cells"].items():
-                put(f"spatial{li}/{cell[0]}_{cell[1]}_{cell[2]}", encode_annotations(records[idx], ids[idx]))
-        _swap_in(tmp, dest)
+        for index, data in _index_payloads(info, ids, records, rel_lists, levels):
+            if sharded:
+                key = index["key"]
+                if key.startswith("spatial"):
+                    grid = index["grid_shape"]
+                    index["sharding"] = {**hashed_spec(len(data)), "hash": "identity"}
+                    data = {compressed_morton(cell, grid): payload for cell, payload in data.items()}
+                else:
+                    index["sharding"] = hashed_spec(len(data))
+                shards = write_shards(tmp / key, index["sharding"], data)
+                f, b = len(shards), sum(p.stat().st_size for p in shards)
+            else:
+                f, b = _write_files(tmp / index["key"], data)
+            files, nbytes = files + f, nbytes + b
+            data.clear()  # one index in memory at a time
+        (tmp / "info").write_text(json.dumps(info, indent=1))
+        files, nbytes = files + 1, nbytes + (tmp / "info").stat().st_size
+        swap_in_folder(tmp, dest)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return {"path": str(dest), "annotations": n, "files": files, "bytes": nbytes, "levels": len(levels),
-            "limits": [lv["limit"] for lv in levels]}
+            "limits": [lv["limit"] for lv in levels], "sharded": bool(sharded)}
+
+
+def _index_payloads(info: dict, ids, records, rel_lists: dict, levels: list[dict]):
+    """(info entry of the index, {key: encoded bytes}) for by_id, each relationship and each spatial level, one at a time.
+
+    Keys: annotation ids (by_id), related segment ids (relationships), (x, y, z) cells (spatial); the
+    entry is the dict inside `info`, so a sharded writer can add its `sharding` there.
+    """
+    n = len(ids)
+    rel_names = list(rel_lists)
+    yield info["by_id"], {int(ids[i]): encode_by_id(records[i], [rel_lists[r][i] for r in rel_names]) for i in range(n)}
+    for entry, lists in zip(info["relationships"], rel_lists.values()):
+        seg = np.concatenate(lists) if n else np.zeros(0, np.uint64)
+        ann = np.repeat(np.arange(n), [len(x) for x in lists])
+        order = np.lexsort((ann, seg))
+        seg, ann = seg[order], ann[order]
+        starts = np.flatnonzero(np.r_[True, seg[1:] != seg[:-1]]) if len(seg) else np.zeros(0, np.int64)
+        ends = np.r_[starts[1:], len(seg)].astype(np.int64)
+        yield entry, {int(seg[s]): encode_annotations(records[ann[s:e]], ids[ann[s:e]]) for s, e in zip(starts, ends)}
+    for entry, lv in zip(info["spatial"], levels):
+        yield entry, {cell: encode_annotations(records[idx], ids[idx]) for cell, idx in lv["cells"].items()}
+
+
+def _write_files(directory: Path, data: dict) -> tuple[int, int]:
+    """The unsharded form of one index: a file per key (`<id>`, or `<x>_<y>_<z>` for a spatial cell)."""
+    directory.mkdir()
+    nbytes = 0
+    for key, payload in data.items():
+        name = "_".join(str(c) for c in key) if isinstance(key, tuple) else str(key)
+        (directory / name).write_bytes(payload)
+        nbytes += len(payload)
+    return len(data), nbytes

@@ -43,6 +43,10 @@ class ChunkingConfig:
     chunk_size: list[int] = _f([128, 128, 64], "output chunk size in voxels (x, y, z) of every layer written")
     task_size: list[int] = _f([256, 256, 128], "voxels per volume task (a multiple of chunk_size)")
     missing_chunks: str = _f("error", "a missing input chunk is an 'error' or read as 'zeros'")
+    shard_annotations_over: int = _f(20000, "annotation layers (synapses) with more annotations than this are written sharded "
+                                            "(few shard files instead of ~2 files per annotation); 0 = always, -1 = never")
+    shard_skeletons_over: int = _f(10000, "skeleton sources (hulls, compartments) of more cells than this are sharded once all "
+                                          "cells are written (few shard files instead of one per cell); 0 = always, -1 = never")
 
 
 @dataclass
@@ -299,6 +303,9 @@ def _check_consistency(cfg: Config, path: Path) -> None:
         v = getattr(cfg.chunking, name)
         if len(v) != 3 or min(v) <= 0:
             raise ConfigError(path, "expected 3 positive integers", element=f"[chunking] {name}")
+    for name in ("shard_annotations_over", "shard_skeletons_over"):
+        if getattr(cfg.chunking, name) < -1:
+            raise ConfigError(path, "expected -1 (never), 0 (always) or a number of objects", element=f"[chunking] {name}")
     if any(t % c for t, c in zip(cfg.chunking.task_size, cfg.chunking.chunk_size)):
         raise ConfigError(path, f"must be a multiple of chunk_size {cfg.chunking.chunk_size}", element="[chunking] task_size")
     for t in ("sj", "vc", "mi"):

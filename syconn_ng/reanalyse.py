@@ -339,6 +339,7 @@ def synapses_pass(view: StagedAnalysis, task: Task) -> dict:
     `classify_task` on them; the cell's rows replace its old ones in the synapse, candidate and contact-site tables."""
     import pandas as pd
 
+    from syconn_ng.sharding import use_sharding
     from syconn_ng.stages.synapses import box_task, classify_task, halo_vx, write_synapse_layer
 
     cell = task.params["cell"]
@@ -376,7 +377,8 @@ def synapses_pass(view: StagedAnalysis, task: Task) -> dict:
     layer = Path(view.stage_root) / "layers" / "synapses"
     shutil.rmtree(layer, ignore_errors=True)
     syn = merged["synapses"].astype({"id": np.uint64, "pre_cell": np.uint64, "post_cell": np.uint64})
-    write_synapse_layer(layer, syn, np.asarray(p["voxel_size_nm"], dtype=np.float64))
+    write_synapse_layer(layer, syn, np.asarray(p["voxel_size_nm"], dtype=np.float64),
+                        sharded=use_sharding(len(syn), p["shard_annotations_over"]))
     return {"boxes": len(boxes), "synapses": int(_involving(syn, cell).sum())}
 
 
@@ -502,6 +504,7 @@ def commit(view: StagedAnalysis, upload: Upload) -> dict:
         target = reanalysed / f"cell_{upload.cell_id}{upload.suffix}"
         os.replace(stage / "upload" / target.name, target)
         done.append((target, None))
+        _merge_sharded_skeletons(root / "layers" / "cells")  # last: on failure the moves above are undone
     except BaseException:
         for dst, keep in reversed(done):
             if keep is None:
@@ -515,6 +518,16 @@ def commit(view: StagedAnalysis, upload: Upload) -> dict:
     shutil.rmtree(old_layer, ignore_errors=True)
     _write_enriched(view.base, upload, target)
     return {"files": len(moves) + 2}
+
+
+def _merge_sharded_skeletons(cells_layer: Path) -> None:
+    """The cell's new skeleton files, moved beside the shards of a sharded skeleton source, merged into the shards."""
+    from syconn_ng.sharding import shard_skeleton_source
+
+    for d in sorted(cells_layer.iterdir()):
+        info = json.loads((d / "info").read_text()) if (d / "info").is_file() else {}
+        if info.get("@type") == "neuroglancer_skeletons" and "sharding" in info:
+            shard_skeleton_source(d, over=-1)
 
 
 def _write_enriched(analysis: Analysis, upload: Upload, source: Path) -> None:

@@ -127,10 +127,10 @@ def exported_sharded(oracle_analysis, tmp_path_factory) -> Path:
     return dest
 
 
-def _vol(path):
+def _vol(path, **kwargs):
     from cloudvolume import CloudVolume
 
-    return CloudVolume(str(path) if "://" in str(path) else "file://" + str(path), progress=False)
+    return CloudVolume(str(path) if "://" in str(path) else "file://" + str(path), progress=False, **kwargs)
 
 
 def _synapses(analysis: Path):
@@ -180,7 +180,7 @@ def test_exported_volumes_meshes_and_tables_are_identical_to_the_analysis(oracle
     for name in ("cells", "mi", "vc", "sj"):
         np.testing.assert_array_equal(_vol(exported / name)[:], _vol(oracle_analysis / "layers" / name)[:], err_msg=name)
     np.testing.assert_array_equal(_vol(exported / "raw")[:], _vol(oracle_analysis / "raw")[:])
-    src, dst = _vol(oracle_analysis / "layers" / "cells"), _vol(exported / "cells")
+    src, dst = _vol(oracle_analysis / "layers" / "cells", mesh_dir="mesh"), _vol(exported / "cells")  # the legacy meshes
     ids = sorted(int(p.name.split(":")[0]) for p in (oracle_analysis / "layers" / "cells" / "mesh").glob("*:0"))
     assert ids
     for cell in ids[:5]:
@@ -265,6 +265,13 @@ def test_sharded_export_reads_back_identically(oracle_analysis, exported_sharded
     assert [p.suffix for p in (exported_sharded / "cells" / "10_10_20").iterdir()] == [".shard"]
     skel = _vol(exported_sharded / "cells").skeleton
     assert skel.meta.is_sharded()
+    # meshes: the state's source is the sharded multi-resolution one, its LOD 0 on the legacy mesh's bounds
+    meshes, legacy = _vol(exported_sharded / "cells").mesh, _vol(exported_sharded / "cells", mesh_dir="mesh").mesh
+    assert meshes.meta.info["@type"] == "neuroglancer_multilod_draco" and meshes.meta.is_sharded()
+    for cell in sorted(int(p.name[:-2]) for p in (exported_sharded / "cells" / "mesh").glob("*:0"))[:3]:
+        a, b = meshes.get(cell)[cell], legacy.get(cell)
+        np.testing.assert_allclose(a.vertices.min(0), b.vertices.min(0), atol=0.5)
+        np.testing.assert_allclose(a.vertices.max(0), b.vertices.max(0), atol=0.5)
     skel_dir = oracle_analysis / "layers" / "cells" / "skeletons_compartments"
     for f in (p for p in skel_dir.iterdir() if p.name.isdigit()):
         vertices, compartment = _skeleton_file(f)
@@ -583,14 +590,12 @@ def test_a_killed_exports_staging_folder_is_removed_by_the_next_export(oracle_an
 
 
 def test_sharded_annotation_indices_hold_every_level_and_id_of_the_unsharded_layer(tmp_path):
-    import shutil
-
     from cloudvolume import Bbox
     from cloudvolume.datasource.precomputed.common import compressed_morton_code
     from test_annotations import read_spatial
 
     from syconn_ng.annotations import write_annotations
-    from syconn_ng.export.sharded import compressed_morton, shard_annotations
+    from syconn_ng.export.sharded import compressed_morton
 
     rng = np.random.default_rng(3)
     for grid in ([1, 1, 1], [4, 2, 1], [8, 8, 4], [5, 3, 7]):
@@ -600,10 +605,10 @@ def test_sharded_annotation_indices_hold_every_level_and_id_of_the_unsharded_lay
     pts = rng.uniform(0, [400, 300, 100], (n, 3))
     ids = np.arange(1, n + 1, dtype=np.uint64) * 7
     pre = rng.integers(1, 50, n).astype(np.uint64)
-    write_annotations(tmp_path / "plain", ids=ids, points_vx=pts, voxel_size_nm=VS, max_per_cell=100,
-                      properties={"area": rng.random(n).astype(np.float32)}, relationships={"pre_cell": pre})
-    shutil.copytree(tmp_path / "plain", tmp_path / "sharded")
-    shard_annotations(tmp_path / "sharded")
+    area = rng.random(n).astype(np.float32)
+    for form in ("plain", "sharded"):
+        write_annotations(tmp_path / form, ids=ids, points_vx=pts, voxel_size_nm=VS, max_per_cell=100, sharded=form == "sharded",
+                          properties={"area": area}, relationships={"pre_cell": pre})
     info = json.loads((tmp_path / "plain" / "info").read_text())
     assert len(info["spatial"]) >= 3
     reader = _annotation_source(tmp_path / "sharded").reader

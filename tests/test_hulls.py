@@ -324,9 +324,10 @@ def test_meshes_and_skeletons_load_in_cloudvolume(synth):
     assert not list(layer_dir.rglob("*.gz"))  # a static server can serve every file
     # Neuroglancer's skeleton renderer refuses 8-bit vertex attributes (CloudVolume's default `vertex_types`)
     assert vol.skeleton.meta.info["vertex_attributes"] == [{"id": "radius", "data_type": "float32", "num_components": 1}]
+    assert vol.info["mesh"] == "mesh_multires" and vol.mesh.meta.is_sharded()  # what Neuroglancer loads
     for cell in cells:
         cell = int(cell)
-        mesh = vol.mesh.get(cell)
+        mesh = vol.mesh.get(cell)[cell]
         voxels = np.argwhere(read_layer(synth.layer_path("cells")) == cell)
         lo, hi = voxels.min(0) * VS, (voxels.max(0) + 1) * VS
         assert len(mesh.faces) > 0

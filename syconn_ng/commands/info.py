@@ -62,10 +62,11 @@ def _plain(v):
 
 
 def layer_summary(path) -> dict:
-    """Type, dtype, channels, scales, voxel size, bounds, chunk size, encoding, mesh/skeleton dirs."""
+    """Type, dtype, channels, scales, voxel size, bounds, chunk size, encoding, mesh/skeleton dirs; for a local
+    layer, its sharded sources checked (`syconn_ng.sharding.check_shards`: files, bytes, keys)."""
     from cloudfiles import CloudFiles
 
-    from syconn_ng.layers import to_cloudpath
+    from syconn_ng.layers import local_dir, to_cloudpath
 
     cloudpath = to_cloudpath(path)
     try:
@@ -92,6 +93,13 @@ def layer_summary(path) -> dict:
                 "relationships", "by_id", "spatial"):
         if key in info:
             out[key] = info[key]
+    local = local_dir(cloudpath)
+    if local is not None:  # a truncated shard would only show as a failed request in the viewer: check them here
+        from syconn_ng.sharding import check_shards, sharded_sources
+
+        checked = {str(d.relative_to(local)): check_shards(d, spec) for d, spec in sharded_sources(local)}
+        if checked:
+            out["shards"] = checked
     return out
 
 

@@ -2,7 +2,7 @@
 a Neuroglancer `state.json` and a README, servable by any static web server.
 
 Layout (others rely on it): `state.json`, `cells/` (segmentation + `mesh/` + `skeletons/` with the
-`compartment` vertex attribute + `segment_properties/`), `synapses/` (annotations), `mi/ vc/ sj/`,
+`compartment` vertex attribute + `segment_properties/`; sharded exports add `mesh_multires/`), `synapses/` (annotations), `mi/ vc/ sj/`,
 optionally `raw/`, `cells.csv synapses.csv matrix.csv matrix_counts.csv`, `provenance/<stage>.json`,
 `export.json` (what was exported and what was missing) and `README.md`.
 
@@ -27,6 +27,8 @@ import pandas as pd
 
 from syconn_ng.errors import InputError
 from syconn_ng.layers import local_dir, to_cloudpath
+from syconn_ng.sharding import skeleton_source
+from syconn_ng.multires_mesh import MULTIRES_DIR, build_from_legacy
 from syconn_ng.stages.synapses import write_synapse_layer
 
 LAYERS = ("raw", "barrier", "organelles", "mi", "vc", "sj", "cells", "synapses")
@@ -173,14 +175,15 @@ def copy_skeletons(cells_layer: Path, dst: Path, ids: np.ndarray | None) -> tupl
     info = json.loads((src / "info").read_text())
     if info.get("spatial_index", 0) is None:
         info.pop("spatial_index")
+    info.pop("sharding", None)  # written one file per cell here; `--sharded` shards the copy
     attributes = info.get("vertex_attributes", [])
     info["vertex_attributes"] = [{**a, "data_type": "float32"} for a in attributes]
     (dst / "info").write_text(json.dumps(info, indent=1) + "\n")
-    wanted = None if ids is None else {str(int(i)) for i in ids}
+    wanted = None if ids is None else {int(i) for i in ids}
     n = 0
-    for f in sorted(src.iterdir()):
-        if f.is_file() and f.name.isdigit() and (wanted is None or f.name in wanted):
-            (dst / f.name).write_bytes(float32_attributes(f.read_bytes(), attributes))
+    for cell, data in sorted(skeleton_source(src).items()):  # a sharded source's truncated shard fails here, named
+        if wanted is None or cell in wanted:
+            (dst / str(cell)).write_bytes(float32_attributes(data, attributes))
             n += 1
     return n, which
 
@@ -212,7 +215,8 @@ def export_analysis(analysis_dir, dest, *, layers=None, cells=(), types=(), min_
     these cell ids / cell types (the segmentation keeps only their voxels, meshes, skeletons, properties;
     synapses touching one of them; organelles mapped to one of them); min_probability: drop weaker synapses;
     reviewed_only: only synapses a reviewer accepted (`review.sqlite`); sharded: volumes, skeletons and
-    annotation indices as shard files; raw: auto (copy a local raw layer, reference a remote one) | copy |
+    annotation indices as shard files (synapses and skeletons are sharded anyway past `[chunking]
+    shard_annotations_over` synapses / `shard_skeletons_over` cells); raw: auto (copy a local raw layer, reference a remote one) | copy |
     reference | none; url_prefix: where DEST will be served (sources in state.json); overwrite: replace a
     non-empty DEST; compress: gzip small files with Content-Encoding (object stores only).
     """
@@ -308,7 +312,7 @@ def _check_dest(dest: str, remote: bool, overwrite: bool) -> None:
 
 def _export_layers(analysis, stage: Path, wanted, selected, syn, cells_table, sharded, raw, summary, say) -> str | None:
     """Write every wanted layer that exists into `stage`; returns the raw EM's source URL for the state, if any."""
-    from syconn_ng.export.sharded import shard_annotations, shard_skeletons
+    from syconn_ng.sharding import shard_skeleton_source, use_sharding
     from syconn_ng.export.volumes import copy_volume
     from syconn_ng.segment_properties import DIRECTORY, write_segment_properties
 
@@ -323,9 +327,8 @@ def _export_layers(analysis, stage: Path, wanted, selected, syn, cells_table, sh
                 summary.missing.append(f"synapses: tables/synapses.csv missing (run the '{STAGE_OF[name]}' stage)")
                 continue
             say(f"synapses: {len(syn)} annotations")
-            write_synapse_layer(stage / "synapses", syn, analysis.voxel_size_nm)
-            if sharded:
-                shard_annotations(stage / "synapses")
+            write_synapse_layer(stage / "synapses", syn, analysis.voxel_size_nm,
+                                sharded=sharded or use_sharding(len(syn), analysis.config.chunking.shard_annotations_over))
             summary.layers[name] = {**_dir_stats(stage / "synapses"), "annotations": len(syn)}
             continue
         if not (src / "info").is_file():
@@ -349,12 +352,16 @@ def _export_layers(analysis, stage: Path, wanted, selected, syn, cells_table, sh
             if (src / "mesh").is_dir():
                 entry["meshes"] = copy_meshes(src / "mesh", stage / "cells" / "mesh", ids)
                 info["mesh"] = "mesh"
+                if sharded:  # the exported cells' meshes again as one sharded multi-resolution source, which the state uses
+                    built = build_from_legacy(stage / "cells" / "mesh", stage / "cells" / MULTIRES_DIR)
+                    entry["multires_meshes"] = built["cells"]
+                    info["mesh"] = MULTIRES_DIR
             if (src / COMPARTMENT_SKELETONS / "info").is_file() or (src / "skeletons" / "info").is_file():
                 entry["skeletons"], which = copy_skeletons(src, stage / "cells" / "skeletons", ids)
                 if not which.startswith("compartments"):
                     summary.notes.append(f"cells: skeletons from {which}")
-                if sharded:
-                    shard_skeletons(stage / "cells" / "skeletons")
+                shard_skeleton_source(stage / "cells" / "skeletons",
+                                      over=0 if sharded else analysis.config.chunking.shard_skeletons_over)
                 info["skeletons"] = "skeletons"
             if cells_table is not None:
                 rows = cells_table if selected is None else cells_table[cells_table["id"].isin(selected.astype(np.int64))]
@@ -542,7 +549,8 @@ def readme_text(analysis, summary: ExportSummary, *, prefix: str, sharded: bool,
     lines += ["## Export options", "", "```json", json.dumps(options, indent=1), "```", ""]
     if sharded:
         lines += ["Volumes, skeletons and annotation indices are sharded (`neuroglancer_uint64_sharded_v1`); "
-                  "meshes stay unsharded (legacy single-resolution meshes have no sharded form).", ""]
+                  "meshes are a sharded multi-resolution source (`cells/mesh_multires/`, `neuroglancer_multilod_draco`, "
+                  "what `cells/info` points to), the legacy single-resolution meshes stay in `cells/mesh/`.", ""]
     if summary.missing or summary.notes:
         lines += ["## Missing or partial", ""] + [f"* {m}" for m in summary.missing + summary.notes] + [""]
     lines += ["## Provenance", ""]

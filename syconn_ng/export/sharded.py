@@ -1,6 +1,7 @@
-"""Sharded (`neuroglancer_uint64_sharded_v1`) forms of the id-keyed sources an export writes: skeletons and
-the indices of an annotation layer. Few large files instead of one file per object; the client reads
-them with HTTP Range requests (a plain static server that honours Range is enough).
+"""Shard files (`neuroglancer_uint64_sharded_v1`) of id-keyed sources: annotation indices, skeletons, meshes
+(writers: `syconn_ng.annotations`, `syconn_ng.sharding.shard_skeleton_source`, the export). Few large files
+instead of one file per object; the client reads them with HTTP Range requests (a plain static server that
+honours Range is enough).
 
 Shard files are assembled with CloudVolume's `synthesize_shard_files` from {key: bytes}; keys are
 segment / annotation ids (murmurhash) or, for spatial index cells, the cell's compressed Morton code
@@ -9,8 +10,6 @@ segment / annotation ids (murmurhash) or, for spatial index cells, the cell's co
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 
@@ -48,44 +47,3 @@ def compressed_morton(cell, grid_shape) -> int:
                 code |= ((int(cell[d]) >> i) & 1) << j
                 j += 1
     return code
-
-
-def shard_skeletons(directory: Path) -> dict:
-    """Turn an unsharded skeleton source (`info` + one file per segment id) into a sharded one, in place."""
-    directory = Path(directory)
-    files = [p for p in directory.iterdir() if p.is_file() and p.name.isdigit()]
-    info = json.loads((directory / "info").read_text())
-    info["sharding"] = hashed_spec(len(files))
-    shards = write_shards(directory, info["sharding"], {int(p.name): p.read_bytes() for p in files})
-    for p in files:
-        p.unlink()
-    (directory / "info").write_text(json.dumps(info, indent=1) + "\n")
-    return {"skeletons": len(files), "shards": len(shards)}
-
-
-def shard_annotations(layer: Path) -> dict:
-    """Turn an unsharded precomputed annotation layer (as `syconn_ng.annotations.write_annotations` writes it)
-    into a sharded one, in place: by_id and every relationship index keyed by id, each spatial level
-    keyed by compressed Morton code."""
-    layer = Path(layer)
-    info = json.loads((layer / "info").read_text())
-    indices = [info["by_id"]] + info.get("relationships", [])
-    n_files = 0
-    for index in indices:
-        d = layer / index["key"]
-        data = {int(p.name): p.read_bytes() for p in d.iterdir() if p.is_file()} if d.is_dir() else {}
-        index["sharding"] = hashed_spec(len(data))
-        shutil.rmtree(d, ignore_errors=True)
-        n_files += len(write_shards(d, index["sharding"], data))
-    for level in info["spatial"]:
-        d = layer / level["key"]
-        data = {}
-        for p in (d.iterdir() if d.is_dir() else ()):
-            cell = [int(v) for v in p.name.split("_")]
-            data[compressed_morton(cell, level["grid_shape"])] = p.read_bytes()
-        level["sharding"] = {**hashed_spec(len(data)), "hash": "identity"}
-        shutil.rmtree(d, ignore_errors=True)
-        n_files += len(write_shards(d, level["sharding"], data))
-    (layer / "info").write_text(json.dumps(info, indent=1) + "\n")
-    return {"files": n_files}
-

@@ -10,6 +10,8 @@ Passes:
    cell's precomputed skeleton with a `compartment` vertex attribute
    (`layers/cells/skeletons_compartments/<cell>`) and `skeletons/enriched/cell_<cell>.k.zip`.
 2. `table` (driver): `tables/compartments.csv`, one row per row of `tables/nodes.csv`.
+3. `skeleton_shards` (driver): past `[chunking] shard_skeletons_over` cells, the skeletons as shard files
+   (`syconn_ng.sharding.shard_skeleton_source`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from syconn_ng.compartments.smoothing import smooth_probabilities
 from syconn_ng.engine.driver import Pass
 from syconn_ng.errors import InputError
 from syconn_ng.layers import atomic_write_bytes, atomic_write_text, local_dir, remove_temp_files
+from syconn_ng.sharding import shard_layer_skeletons
 
 TABLE_COLUMNS = ("cell", "node", "compartment", "probability", *(f"p_{c}" for c in COMPARTMENTS))
 AXONESS_CLASSES = ("axon", "dendrite", "soma")
@@ -194,6 +197,12 @@ def table_task(analysis, task) -> dict:
     return {"nodes": len(table), **{c: int((table["compartment"] == c).sum()) for c in COMPARTMENTS}}
 
 
+def skeleton_shards_task(analysis, task) -> dict:
+    """The compartment skeletons as shard files past `shard_skeletons_over` cells (a pass of its own: a
+    re-analysis runs `predict_task` and `table_task` for one cell and merges its skeleton when it commits)."""
+    return shard_layer_skeletons(analysis.layer_path("cells"), SKELETON_DIR, over=task.params["shard_skeletons_over"])
+
+
 # ---------------------------------------------------------------- the stage
 
 class CompartmentsStage:
@@ -218,7 +227,8 @@ class CompartmentsStage:
         model, spine = self._model_paths(analysis)
         digest = {str(p): hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.exists() else "missing" for p in (model, spine)}
         return {"compartments": analysis.config.section_params("compartments"), "model": str(model), "spine_model": str(spine),
-                "model_digests": digest, "voxel_size_nm": list(analysis.voxel_size_nm)}
+                "model_digests": digest, "voxel_size_nm": list(analysis.voxel_size_nm),
+                "shard_skeletons_over": analysis.config.chunking.shard_skeletons_over}
 
     def _cells(self, analysis) -> list[int]:
         return json.loads((analysis.scratch_dir("hulls") / "cells.json").read_text(encoding="utf-8"))
@@ -246,11 +256,14 @@ class CompartmentsStage:
             d.mkdir(parents=True, exist_ok=True)
             remove_temp_files(d)
         write_task_inputs(analysis, _scratch(analysis), organelles)
-        if sk_dir is not None:
+        sk_info = None if sk_dir is None else sk_dir / SKELETON_DIR / "info"
+        # a sharded source keeps its info (with `sharding`): cells a resumed run writes go beside the shards
+        if sk_info is not None and (not sk_info.is_file() or "sharding" not in json.loads(sk_info.read_text())):
             write_skeleton_info(sk_dir / SKELETON_DIR)
 
     def passes(self, analysis) -> list[Pass]:
-        return [Pass("predict", predict_task, self._cells(analysis)), Pass("table", table_task, [None], local=True)]
+        return [Pass("predict", predict_task, self._cells(analysis)), Pass("table", table_task, [None], local=True),
+                Pass("skeleton_shards", skeleton_shards_task, [None], local=True)]
 
 
 def write_task_inputs(analysis, directory: Path, organelles: dict) -> None:

@@ -9,8 +9,14 @@ Passes:
    into voxels off the barrier → `layers/cells` (uint64, id = cell id); a task reads a halo
    but writes only whole chunks of its own box, so no two tasks write the same chunk.
 4. `fragments` (per task box): zmesh meshes of the cells in the box (scratch).
-5. `publish` (per cell): the cell's fragments joined into one legacy precomputed mesh, and its
+5. `publish` (per cell): the cell's fragments joined into one legacy precomputed mesh (`mesh/`), and its
    skeleton with node radii (precomputed skeleton, nm), so Neuroglancer shows bodies and skeletons.
+6. `multires` (driver, once all cells are published): the cells' meshes, which `publish` also encoded as
+   multi-resolution Draco meshes (scratch), as one sharded source `mesh_multires/` (`syconn_ng.multires_mesh`);
+   the layer's `info["mesh"]` then points there.
+   A cell published alone later (re-analysis) points it back to `mesh/`, which is always current.
+7. `skeleton_shards` (driver): past `[chunking] shard_skeletons_over` cells, `skeletons/` as shard files
+   (`syconn_ng.sharding.shard_skeleton_source`); a cell re-analysed later is merged into them.
 
 The skeleton files are read when the stage starts (their contents are in the parameter hash; a tree a tracer
 sent for re-analysis, `skeletons/reanalysed/`, replaces the tree of the same id);
@@ -34,6 +40,8 @@ from syconn_ng.hulls.skeletons import files_digest, input_skeleton_files, load_s
 from syconn_ng.hulls.voxelize import grow_labels, node_planes, rasterize_stars, voxelize_nodes
 from syconn_ng.layers import (atomic_write_bytes, atomic_write_text, create_layer, layer_box, local_dir, open_layer, read_box,
                              remove_temp_files, write_box)
+from syconn_ng.multires_mesh import (LEGACY_MESH_DIR, MULTIRES_DIR, MultiresMesh, encode_multires, set_mesh_source,
+                                     write_multires_source)
 
 
 NODE_COLUMNS = ("cell", "node", "x", "y", "z", "radius_nm")
@@ -252,6 +260,9 @@ def publish_task(analysis, task) -> dict:
     vs = np.asarray(task.params["voxel_size_nm"], dtype=np.float64)
     cell = task.cell_id
     vol = open_layer(analysis.layer_path("cells"))
+    if vol.info.get("mesh") != LEGACY_MESH_DIR:  # this cell alone changes: the multi-resolution source no longer matches
+        set_mesh_source(analysis.layer_path("cells"), LEGACY_MESH_DIR)
+        vol = open_layer(analysis.layer_path("cells"))
     parts = []
     for f in sorted((_scratch(analysis) / "fragments" / str(cell)).glob("*.npz")):
         with np.load(f) as z:
@@ -262,12 +273,47 @@ def publish_task(analysis, task) -> dict:
         mesh.segid = cell
         vol.mesh.put(mesh, compress=False, skip_delete=True)  # always the same two files: nothing stale to delete
         n_faces = len(mesh.faces)
+        # its multi-resolution form, encoded here (one cell per task) and sharded by the `multires` pass
+        encoded = encode_multires(mesh.vertices, mesh.faces, source=f"{analysis.layer_path('cells')}/mesh/{cell}:0")
+        _multires_path(analysis, cell).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(_multires_path(analysis, cell), _npz_bytes(**encoded.arrays()))
     hull = load_hull(analysis, cell)
     radius = np.nan_to_num(hull["radius_nm"], nan=0.0).astype(np.float32)
     vertices = ((hull["node_vx"] + 0.5) * vs).astype(np.float32)  # Neuroglancer's frame, like the meshes
-    vol.skeleton.upload(Skeleton(vertices, hull["edges"].astype(np.uint32), radii=radius, segid=cell, space="physical",
-                                 extra_attributes=SKELETON_ATTRIBUTES))
+    skeleton = Skeleton(vertices, hull["edges"].astype(np.uint32), radii=radius, segid=cell, space="physical",
+                        extra_attributes=SKELETON_ATTRIBUTES)
+    if vol.skeleton.meta.is_sharded():  # shards hold many cells: this cell's file goes beside them, merged by `skeleton_shards`
+        atomic_write_bytes(local_dir(vol.cloudpath) / vol.skeleton.meta.skeleton_path / str(cell), skeleton.to_precomputed())
+    else:
+        vol.skeleton.upload(skeleton)
     return {"faces": n_faces, "skeleton_nodes": len(radius)}
+
+
+def _multires_path(analysis, cell_id: int) -> Path:
+    return _scratch(analysis) / "multires" / f"{int(cell_id)}.npz"
+
+
+def multires_task(analysis, task) -> dict:
+    """The cells' encoded multi-resolution meshes (from `publish`) as the sharded source `mesh_multires/`; then
+    `info["mesh"]` points there. Needs a local `cells` layer (a cloud layer keeps its legacy meshes only)."""
+    layer = local_dir(analysis.layer_path("cells"))
+    if layer is None:
+        return {"cells": 0, "note": "not a local layer: legacy meshes only"}
+    meshes = {}
+    for cell in json.loads((_scratch(analysis) / "cells.json").read_text(encoding="utf-8")):
+        if _multires_path(analysis, cell).is_file():  # a cell without voxels has no mesh
+            with np.load(_multires_path(analysis, cell)) as z:
+                meshes[int(cell)] = MultiresMesh.from_arrays(z)
+    summary = write_multires_source(layer / MULTIRES_DIR, meshes)
+    set_mesh_source(analysis.layer_path("cells"), MULTIRES_DIR)
+    return summary
+
+
+def skeleton_shards_task(analysis, task) -> dict:
+    """The published skeletons as shard files past `shard_skeletons_over` cells."""
+    from syconn_ng.sharding import shard_layer_skeletons
+
+    return shard_layer_skeletons(analysis.layer_path("cells"), "skeletons", over=task.params["shard_skeletons_over"])
 
 
 # ---------------------------------------------------------------- the stage
@@ -300,6 +346,7 @@ class HullsStage:
             "chunk_size": list(cfg.chunking.chunk_size),
             "task_size": list(cfg.chunking.task_size),
             "missing_chunks": cfg.chunking.missing_chunks,
+            "shard_skeletons_over": cfg.chunking.shard_skeletons_over,
         }
 
     def prepare(self, analysis, *, fresh: bool) -> None:
@@ -348,6 +395,8 @@ class HullsStage:
             Pass("voxelize", voxelize_task, boxes),
             Pass("fragments", fragments_task, boxes),
             Pass("publish", publish_task, cells),
+            Pass("multires", multires_task, [None], local=True),
+            Pass("skeleton_shards", skeleton_shards_task, [None], local=True),
         ]
 
 

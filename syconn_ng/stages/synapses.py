@@ -182,7 +182,7 @@ def classify_task(analysis, task) -> dict:
     atomic_write_text(analysis.tables_dir / "synapse_candidates.csv", cand.to_csv(index=False, float_format="%.6g"))
     syn = synapse_table(cand, vs, s["min_probability"])
     atomic_write_text(analysis.tables_dir / "synapses.csv", syn.to_csv(index=False))
-    write_layer(analysis, syn, vs)
+    write_layer(analysis, syn, vs, shard_over=p["shard_annotations_over"])
     return {"contact_sites": len(sites), "candidates": len(cand), "synapses": len(syn)}
 
 
@@ -206,16 +206,19 @@ def synapse_table(cand, voxel_size_nm, min_probability: float):
     return df[list(SYNAPSE_COLUMNS)].reset_index(drop=True)
 
 
-def write_layer(analysis, syn, voxel_size_nm) -> dict:
-    """The annotation layer `layers/synapses` of the synapse table `syn`."""
+def write_layer(analysis, syn, voxel_size_nm, *, shard_over: int) -> dict:
+    """The annotation layer `layers/synapses` of the synapse table `syn` (sharded past `shard_over` synapses)."""
     from syconn_ng.layers import local_dir
+    from syconn_ng.sharding import use_sharding
 
-    return write_synapse_layer(local_dir(analysis.layer_path("synapses")), syn, voxel_size_nm)
+    return write_synapse_layer(local_dir(analysis.layer_path("synapses")), syn, voxel_size_nm,
+                               sharded=use_sharding(len(syn), shard_over))
 
 
-def write_synapse_layer(path, syn, voxel_size_nm) -> dict:
+def write_synapse_layer(path, syn, voxel_size_nm, *, sharded: bool = False) -> dict:
     """A precomputed annotation layer at `path` of the synapse table `syn`: points with area, probability and
-    type (uint8 enum) and the pre/post cell relationships (also what `syconn-ng export` writes)."""
+    type (uint8 enum) and the pre/post cell relationships (also what `syconn-ng export` writes); `sharded`:
+    indices as shard files (`syconn_ng.sharding.use_sharding` decides by size)."""
     from syconn_ng.annotations import write_annotations
 
     return write_annotations(
@@ -223,7 +226,7 @@ def write_synapse_layer(path, syn, voxel_size_nm) -> dict:
         properties={"area": syn["area_um2"].to_numpy(np.float32), "probability": syn["probability"].to_numpy(np.float32),
                     "type": (syn["type"] == "symmetric").to_numpy(np.uint8)},
         relationships={"pre_cell": syn["pre_cell"].to_numpy(np.uint64), "post_cell": syn["post_cell"].to_numpy(np.uint64)},
-        enum_labels={"type": {0: "asymmetric", 1: "symmetric"}})
+        enum_labels={"type": {0: "asymmetric", 1: "symmetric"}}, sharded=sharded)
 
 
 def _model_digest(value: str, name: str, root) -> str:
@@ -275,6 +278,7 @@ class SynapsesStage:
             "organelles": analysis.input_layer("organelles"),
             "models": {k: _model_digest(s[k], name, analysis.root) for k, name in (("model", "synapses"), ("type_model", "synapse_types"))},
             "boxes": [[list(b.start), list(b.stop)] for b in self._boxes(analysis)],
+            "shard_annotations_over": analysis.config.chunking.shard_annotations_over,
         }
 
     def prepare(self, analysis, *, fresh: bool) -> None:
