@@ -21,7 +21,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "init": ("syconn_ng.commands.init", "init", "Start an analysis directory with a commented syconn.toml."),
     "run": ("syconn_ng.commands.run", "run", "Run the pipeline's stages (resumable; local process pool or Dask)."),
     "evaluate": ("syconn_ng.commands.evaluate", "evaluate", "Score an analysis against synthetic ground truth (table or --json)."),
-    "info": ("syconn_ng.commands.info", "info", "Summarise an annotation file or a precomputed layer."),
+    "info": ("syconn_ng.commands.info", "info", "Summarise an annotation file or a precomputed layer (and check its shard files)."),
     "train": ("syconn_ng.commands.train", "train", "Train models: `train cnn` (U-Nets), `train compartments|spines|celltypes|synapses` (forests)."),
     "convert": ("syconn_ng.commands.convert", "convert", "Convert between .nml, .k.zip and .swc."),
     "export": ("syconn_ng.commands.export", "export", "Export an analysis as precomputed layers + Neuroglancer state to share."),

@@ -40,7 +40,7 @@ def train():
 @click.option("--depth", type=click.IntRange(min=1), default=None, help="U-Net resolution levels.")
 @click.option("--seed", type=int, default=None, help="Random seed (same seed and threads on a CPU = same weights).")
 @click.option("--threads", type=click.IntRange(min=0), default=None, help="torch CPU threads (0 = torch's default).")
-@click.option("--max-minutes", type=float, default=None, help="Stop training after this many minutes.")
+@click.option("--max-minutes", type=float, default=None, help="Stop training after this many minutes (the learning rate then anneals within them).")
 @click.option("--device", type=click.Choice(("cpu", "cuda", "auto")), default=None,
               help="Train on the CPU (default; deterministic with --seed) or a CUDA GPU (bf16 mixed precision, much faster).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Patches per step (default 2; larger on a GPU).")
