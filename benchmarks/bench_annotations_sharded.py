@@ -81,7 +81,7 @@ def cold_requests(sharding: dict, keys) -> int:
 
 def view_requests(info: dict, lo_vx, hi_vx, levels: int) -> dict:
     """Spatial cells of the first `levels` levels intersecting the box [lo_vx, hi_vx), and the cold requests for them."""
-    from syconn_ng.export.sharded import compressed_morton
+    from syconn_ng.sharding import compressed_morton
 
     lower = np.asarray(info["lower_bound"], float)
     cells, requests, per_level = 0, 0, []

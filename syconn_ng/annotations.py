@@ -5,7 +5,7 @@ The project's own writer of Neuroglancer's `neuroglancer_annotations_v1` format 
 `neuroglancer.write_annotations` mis-encodes uint32 properties and writes one spatial cell.
 Pure encoders (`record_dtype`, `encode_records`, `encode_annotations`, `encode_by_id`,
 `spatial_levels`) are separate from `write_annotations`, which lays the indices out as one file per
-key or sharded (`syconn_ng.export.sharded`) and swaps the finished layer in atomically.
+key or sharded (`syconn_ng.sharding`) and swaps the finished layer in atomically.
 """
 
 from __future__ import annotations
@@ -316,7 +316,7 @@ def write_annotations(path, *, ids, points_vx, voxel_size_nm, properties=None, r
     info = _info(voxel_size_nm, lower, upper, "POINT" if points_b is None else "LINE", types, enum_labels,
                  relationships, levels)
 
-    from syconn_ng.export.sharded import compressed_morton, hashed_spec, write_shards
+    from syconn_ng.sharding import compressed_morton, hashed_spec, write_shards
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     for stale in dest.parent.glob(f".{dest.name}.*"):  # folders a killed writer left

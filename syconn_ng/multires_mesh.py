@@ -264,7 +264,7 @@ def encode_multires(vertices: np.ndarray, faces: np.ndarray, *, bits: int = VERT
 
 def multires_info(n_cells: int, *, bits: int = VERTEX_QUANTIZATION_BITS) -> dict:
     """The source's `info`: stored model = nm (identity transform), sharded with raw data (fragments precede manifests)."""
-    from syconn_ng.export.sharded import hashed_spec
+    from syconn_ng.sharding import hashed_spec
 
     sharding = {**hashed_spec(n_cells), "data_encoding": "raw"}
     return {"@type": "neuroglancer_multilod_draco", "vertex_quantization_bits": bits,

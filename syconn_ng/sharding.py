@@ -1,8 +1,11 @@
-"""When to shard, skeleton sources sharded past a size, and reading sharded (`neuroglancer_uint64_sharded_v1`)
-sources back with clear errors.
+"""Sharded (`neuroglancer_uint64_sharded_v1`) sources: when to shard, writing shard files, skeleton sources
+sharded past a size, and reading shards back with clear errors.
 
 Writers choose the sharded form by size (`use_sharding`, the `[chunking] shard_annotations_over` and
-`shard_skeletons_over` knobs); shard files are assembled by `syconn_ng.export.sharded`. Skeletons are
+`shard_skeletons_over` knobs). Shard files are assembled with CloudVolume's `synthesize_shard_files` from
+{key: bytes} (`write_shards`); keys are segment / annotation ids (murmurhash) or, for spatial index cells,
+the cell's compressed Morton code (identity hash), as the spec says. The client reads them with HTTP Range
+requests (a plain static server that honours Range is enough). Skeletons are
 written one file per cell by per-cell tasks and sharded by a finishing step (`shard_skeleton_source`),
 which also merges a cell re-written later (re-analysis) into the shards. `check_shards` / `read_shards`
 decode shard files with the spec's layout (shard index, gzip'd delta-coded minishard indices) and name
@@ -29,6 +32,42 @@ def use_sharding(n_objects: int, over: int) -> bool:
 
 
 # ---------------------------------------------------------------- reading back (with clear errors)
+
+def hashed_spec(n_keys: int, *, hash_function: str = "murmurhash3_x86_128") -> dict:
+    """A sharding spec for `n_keys` objects (CloudVolume's sizing: ~8 KiB shard indices, ~32 KiB minishard indices)."""
+    from cloudvolume.datasource.precomputed.sharding import compute_shard_params_for_hashed
+
+    shard_bits, minishard_bits, preshift_bits = compute_shard_params_for_hashed(max(int(n_keys), 1))
+    return {"@type": "neuroglancer_uint64_sharded_v1", "hash": hash_function, "preshift_bits": int(preshift_bits),
+            "minishard_bits": int(minishard_bits), "shard_bits": int(shard_bits),
+            "minishard_index_encoding": "gzip", "data_encoding": "gzip"}
+
+
+def write_shards(directory: Path, spec: dict, data: dict[int, bytes]) -> list[Path]:
+    """Write the shard files holding `data` ({uint64 key: bytes}) into `directory`; returns their paths."""
+    from cloudvolume.datasource.precomputed.sharding import ShardingSpecification, synthesize_shard_files
+
+    directory.mkdir(parents=True, exist_ok=True)
+    if not data:
+        return []
+    files = synthesize_shard_files(ShardingSpecification.from_dict(spec), data)
+    out = []
+    for name, payload in files.items():
+        (directory / name).write_bytes(payload)
+        out.append(directory / name)
+    return out
+
+
+def compressed_morton(cell, grid_shape) -> int:
+    """The spec's compressed Morton code of grid cell (x, y, z) in a grid of `grid_shape` cells."""
+    code, j = 0, 0
+    for i in range(max(int(g) for g in grid_shape).bit_length()):
+        for d in range(3):
+            if (1 << i) < int(grid_shape[d]):
+                code |= ((int(cell[d]) >> i) & 1) << j
+                j += 1
+    return code
+
 
 def _decode(payload: bytes, encoding: str, path: Path, what: str) -> bytes:
     if encoding != "gzip":
@@ -152,7 +191,6 @@ def shard_skeleton_source(directory, *, over: int) -> dict:
     Returns {"rewritten", "skeletons", "shards"}.
     """
     from syconn_ng.annotations import swap_in_folder
-    from syconn_ng.export.sharded import hashed_spec, write_shards
 
     directory = Path(directory)
     info = json.loads((directory / "info").read_text())

@@ -595,7 +595,7 @@ def test_sharded_annotation_indices_hold_every_level_and_id_of_the_unsharded_lay
     from test_annotations import read_spatial
 
     from syconn_ng.annotations import write_annotations
-    from syconn_ng.export.sharded import compressed_morton
+    from syconn_ng.sharding import compressed_morton
 
     rng = np.random.default_rng(3)
     for grid in ([1, 1, 1], [4, 2, 1], [8, 8, 4], [5, 3, 7]):
