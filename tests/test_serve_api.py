@@ -174,6 +174,7 @@ def test_a_bad_table_or_review_database_is_one_clear_error(ana):
     syn.drop(columns=["area_um2"]).to_csv(ana / "tables" / "synapses.csv", index=False)
     with pytest.raises(InputError, match="synapses.csv.*missing column.*area_um2"):
         ReviewServer(ana, port=0)
+    assert not list(ana.glob("review.sqlite*"))  # a folder that cannot be served is left as it was
 
 
 # ---------------------------------------------------------------------- safety

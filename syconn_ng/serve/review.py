@@ -187,12 +187,17 @@ class ReviewedAnalysis:
         for name in ("synapses.csv", "cells.csv"):  # before the store is created: nothing written for a bad folder
             if not (analysis.tables_dir / name).is_file():
                 raise InputError(analysis.tables_dir / name, "missing: run the pipeline up to 'connectome' before serving it")
-        self.store = ReviewStore(store_path or analysis.root / "review.sqlite")
+        store_path = Path(store_path or analysis.root / "review.sqlite")
+        new_store = not store_path.exists()
+        self.store = ReviewStore(store_path)
         self.version = 0
         try:
             self._load()
         except BaseException:
             self.store.close()
+            if new_store:  # unreadable tables: leave the folder as it was
+                for f in (store_path, store_path.with_name(store_path.name + "-wal"), store_path.with_name(store_path.name + "-shm")):
+                    f.unlink(missing_ok=True)
             raise
 
     def reload(self):
