@@ -86,15 +86,18 @@ def model_only(predictor, batch_size: int, repeats: int = 20) -> dict:
     """Forward passes on device-resident patches (CUDA-synchronised): the model's own throughput, no tiling."""
     import torch
 
+    cuda = predictor.device.startswith("cuda")
     x = torch.randn((batch_size, 1) + tuple(predictor.patch_size[::-1]), device=predictor.device)
-    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=predictor.device.startswith("cuda")):
+    with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=cuda):
         for _ in range(3):
             predictor.module(x)
-        torch.cuda.synchronize() if predictor.device.startswith("cuda") else None
+        if cuda:
+            torch.cuda.synchronize()
         t0 = time.perf_counter()
         for _ in range(repeats):
             predictor.module(x)
-        torch.cuda.synchronize() if predictor.device.startswith("cuda") else None
+        if cuda:
+            torch.cuda.synchronize()
     seconds = (time.perf_counter() - t0) / repeats
     return {"seconds_per_batch": seconds, "mvox_s": batch_size * np.prod(predictor.patch_size) / seconds / 1e6}
 
