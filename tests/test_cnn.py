@@ -366,14 +366,17 @@ def test_time_limited_training_anneals_its_learning_rate_within_the_minutes():
 
     from syconn_ng.cnn.train import TrainSettings, _schedule
 
-    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    s = TrainSettings(iterations=100000, learning_rate=1.0, max_minutes=0.5 / 60)  # half a second
-    sched = _schedule(opt, s, time.perf_counter())
-    assert opt.param_groups[0]["lr"] == pytest.approx(0.04, abs=0.01)  # warm-up starts at lr / 25
-    time.sleep(0.6)
-    opt.step()
-    sched.step()
-    assert opt.param_groups[0]["lr"] < 1e-3  # annealed although only 1 of 100000 iterations ran
+    s = TrainSettings(iterations=100000, learning_rate=1.0, max_minutes=1.0)
+
+    def lr_after(elapsed_s: float) -> float:
+        """The learning rate of the first step of a run that started `elapsed_s` ago."""
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+        _schedule(opt, s, time.perf_counter() - elapsed_s)
+        return opt.param_groups[0]["lr"]
+
+    assert lr_after(0) == pytest.approx(0.04, abs=0.01)  # warm-up starts at lr / 25
+    assert lr_after(6) == pytest.approx(1.0, abs=0.01)  # peak after a tenth of the minutes
+    assert lr_after(61) < 1e-3  # annealed when the minutes are over, although 1 of 100000 iterations ran
 
 
 def test_labelled_stacks_read_from_image_slices_hdf5_and_precomputed_agree(tmp_path):
