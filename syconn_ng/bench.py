@@ -15,7 +15,7 @@ import threading
 import time
 from pathlib import Path
 
-CNN_STAGES = ("barrier", "organelles")
+CNN_STAGES = ("barrier", "organelles", "myelin_syntype")
 # SyConn2 (Schubert et al. 2022): whole pipeline ~34 Mvox/h per CPU core; CNN inference ~4.4 Gvox/h per GPU
 SYCONN2_MVOX_H_PER_CORE = 34.0
 SYCONN2_CNN_GVOX_H_PER_GPU = 4.4

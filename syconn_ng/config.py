@@ -66,6 +66,7 @@ class OracleConfig:
 
     barrier: str = _f("", "a barrier layer to use instead of the barrier CNN's output ('' = use the CNN)")
     organelles: str = _f("", "a 3-channel (sj, vc, mi) layer to use instead of the organelle CNN's output")
+    myelin: str = _f("", "a myelin layer (0-255) to use instead of the myelin_syntype CNN's myelin channel")
 
 
 @dataclass
@@ -74,6 +75,8 @@ class CnnConfig:
 
     barrier_model: str = _f("", "barrier model file (.pt); '' = the bundled default (trained on synthetic tissue, 10 x 10 x 20 nm)")
     organelles_model: str = _f("", "organelle model file (.pt, channels sj, vc, mi); '' = the bundled default")
+    myelin_syntype_model: str = _f("", "myelin / synapse-type model file (.pt, channels myelin and syntype, or one of "
+                                       "them); '' = the bundled default")
     device: str = _f("auto", "auto (CUDA when present, with mixed precision) | cpu | cuda")
     batch_size: int = _f(2, "patches per model pass")
     patch_size: list[int] = _f([], "input patch in voxels (x, y, z); [] = the model's own")
@@ -146,7 +149,10 @@ class SynapsesConfig:
     symmetric_band_ratio: float = _f(0.85, "type_model = 'threshold': a synapse is symmetric if its postsynaptic band is brighter than this fraction of the post cell's cytoplasm (thin density)")
     min_probability: float = _f(0.5, "candidates with at least this synapse probability are synapses (SyConn2: 0.5)")
     model: str = _f("", "synapse forest (.skops); '' = the bundled one (synthetic tissue); 'none' = rule: an sj on a contact with a vesicle cloud")
-    type_model: str = _f("", "synapse-type forest (.skops); '' = the bundled one; 'threshold' = the symmetric_band_ratio rule")
+    type_model: str = _f("", "synapse-type forest (.skops); '' = the bundled one; 'threshold' = the symmetric_band_ratio rule; "
+                             "used only without a syntype layer")
+    symmetric_fraction: float = _f(0.5, "with a syntype layer (the myelin_syntype CNN): a synapse is symmetric when the mean symmetric "
+                                        "probability over its junction's voxels exceeds this (SyConn: 0.225 for its own CNN)")
 
 
 @dataclass
@@ -159,6 +165,12 @@ class CompartmentsConfig:
     small_window_um: float = _f(0.5, "training: a second, small window (spines, varicosities); prediction uses the model's")
     smooth_um: float = _f(0.5, "axon / dendrite / soma probabilities are averaged along the skeleton within this path distance (0 = off)")
     spine_smooth_um: float = _f(0.0, "spine probabilities are averaged among dendrite nodes within this path distance (0 = off)")
+    myelin_shell_nm: float = _f(60.0, "node myelin = the mean of the myelin layer in a shell this thick just outside the node's hull "
+                                      "radius (SyConn: a 10 x 10 x 5 voxel box around the node)")
+    myelin_threshold: float = _f(0.25, "a node is myelinated where that mean exceeds this fraction of full scale (a sheath fills about "
+                                       "half the shell, the caps along the axon lie inside it; SyConn: 100/255 of its box)")
+    myelin_vote_um: float = _f(2.0, "then a majority vote of the flags along the skeleton within this path distance (SyConn: 2; 0 = off)")
+    myelin_means_axon: bool = _f(True, "myelinated nodes are axon: their axon / dendrite / soma probabilities become axon before smoothing")
     synonyms: dict = _f({}, "training labels: other node-comment names for the compartments, e.g. {bouton = \"axon\", head = \"spine_head\"}")
     n_estimators: int = _f(50, "training: trees per forest (measured: 200 unlimited trees gain < 0.005 accuracy at 4x the size)")
     max_depth: int = _f(12, "training: maximum tree depth (0 = unlimited); bounds the model file size")
@@ -175,6 +187,8 @@ class CelltypesConfig:
     synonyms: dict = _f({}, "training labels: other names for the cell types, e.g. {\"medium spiny\" = \"MSN\"}")
     min_typeable_um: float = _f(1.0, "cells with less skeleton than this (µm) get typeable = 0 in tables/cells.csv: still typed, "
                                      "but too short to judge (accuracy vs length: docs/compartments.md)")
+    inhibitory_fraction: float = _f(0.5, "a cell's sign (tables/cells.csv): inhibitory when more than this share of its outgoing "
+                                         "synaptic area is symmetric, else excitatory")
     bare_axons_typeable: bool = _f(False, "false: an axon-only cell without mitochondria, vesicle clouds or synapses also gets "
                                           "typeable = 0 (it shows nothing that tells the types apart)")
     n_estimators: int = _f(60, "training: trees in the forest (measured: 200 trees, depth 12 gain nothing at 3x the size)")

@@ -349,7 +349,7 @@ def _write_info(cloudpath: str, info: dict) -> None:
 
 
 # layers the pipeline writes that get scales, in pipeline order (images: average, segmentations: mode)
-PIPELINE_LAYERS = ("barrier", "organelles", "mi", "vc", "sj", "cells")
+PIPELINE_LAYERS = ("barrier", "organelles", "myelin", "syntype", "mi", "vc", "sj", "cells")
 
 
 class ScalesStage:
@@ -363,7 +363,7 @@ class ScalesStage:
         return [n for n in PIPELINE_LAYERS if (analysis.root / "layers" / n / "info").is_file()]
 
     def upstream(self, analysis) -> list[str]:
-        return ["barrier", "organelles", "objects", "hulls"]
+        return ["barrier", "organelles", "myelin_syntype", "objects", "hulls"]
 
     def params(self, analysis) -> dict:
         return {"scales": analysis.config.section_params("scales"), "layers": self._layers(analysis),

@@ -3,6 +3,7 @@ provenance, summarise. Used by `syconn-ng run`, `syconn-ng example` and `Analysi
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Callable
 from syconn_ng.errors import SyconnError
 from syconn_ng.layers import to_cloudpath
 
-ORACLE_LAYERS = ("barrier", "organelles")
+ORACLE_LAYERS = ("barrier", "organelles", "myelin")
+log = logging.getLogger("syconn_ng")
 
 
 def select_stages(*, only=(), start: str | None = None, until: str | None = None) -> list[str]:
@@ -137,8 +139,13 @@ def _run_stages(analysis, stages, force, executor, progress, echo) -> RunSummary
     executor = make_executor(analysis.config) if own else executor
     summary = RunSummary(analysis.root)
     t0 = time.perf_counter()
+    said = set()
     try:
         for stage in stages:
+            for key, note in getattr(stage, "notes", lambda a: {})(analysis).items():
+                if key not in said:  # once per run, whichever stage notices it first
+                    said.add(key)
+                    (echo or log.warning)(f"note: {note}")
             report = run_stage(stage, analysis, force=stage.name in force, progress=progress, executor=executor)
             if report.ran or not (analysis.state_dir / stage.name / PROVENANCE).exists():
                 write_provenance(stage, analysis)

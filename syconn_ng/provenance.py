@@ -20,7 +20,7 @@ from syconn_ng.layers import atomic_write_text
 PROVENANCE = "provenance.json"
 MODELS_DIR = Path(__file__).parent / "models"
 # the config section of a stage, where it is not named like the stage
-SECTIONS = {"barrier": "cnn", "organelles": "cnn"}
+SECTIONS = {"barrier": "cnn", "organelles": "cnn", "myelin_syntype": "cnn"}
 
 
 @functools.lru_cache(maxsize=1)

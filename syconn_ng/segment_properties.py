@@ -1,5 +1,5 @@
 """Precomputed segment properties of the cells layer (`neuroglancer_segment_properties`): cell type as a
-label and a tag (Neuroglancer searches `#MSN`), a description, and the per-cell statistics as numbers (so
+label and a tag (Neuroglancer searches `#MSN`), the sign as a tag (`#inhibitory`), a description, and the per-cell statistics as numbers (so
 a query like `n_in>2` or colouring by a number works). Everything is inline in one JSON `info`."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from syconn_ng.layers import atomic_write_text
 
 # cells.csv columns published as numbers, with the spec's data type (integers stay integers)
 NUMBER_COLUMNS = {"type_probability": "float32", "nodes": "uint32", "path_length_um": "float32", "axon_um": "float32",
-                  "dendrite_um": "float32", "soma_nodes": "uint32", "n_in": "uint32", "n_out": "uint32", "typeable": "uint8"}
+                  "dendrite_um": "float32", "soma_nodes": "uint32", "n_in": "uint32", "n_out": "uint32", "typeable": "uint8",
+                  "symmetric_out_fraction": "float32"}
 DIRECTORY = "segment_properties"
 
 
@@ -27,12 +28,13 @@ def _numbers(values: pd.Series, data_type: str) -> list:
 def segment_properties(cells: pd.DataFrame) -> dict:
     """The segment-properties `info` for a `cells.csv` table (`id,type,type_probability,p_<CLASS>...,nodes,...`).
 
-    Ids are decimal strings (uint64-safe). Properties: `label` = type, `description` = type, probability and
-    traced length, `tags` = the type (one tag per cell type present), numbers for every statistic and
-    class probability present in the table.
+    Ids are decimal strings (uint64-safe). Properties: `label` = type, `description` = type, probability,
+    traced length and sign, `tags` = the type and the sign (one tag per value present), numbers for every
+    statistic and class probability present in the table.
     """
     ids = [str(int(i)) for i in cells["id"]]
     types = cells["type"].fillna("").astype(str).tolist() if "type" in cells else [""] * len(ids)
+    signs = cells["sign"].fillna("").astype(str).tolist() if "sign" in cells else [""] * len(ids)
     props: list[dict] = [{"id": "label", "type": "label", "values": types}]
     desc = []
     for i, t in enumerate(types):
@@ -44,13 +46,17 @@ def segment_properties(cells: pd.DataFrame) -> dict:
         if "typeable" in cells and not cells["typeable"].iloc[i]:
             why = cells["untypeable_reason"].iloc[i] if "untypeable_reason" in cells else ""
             parts.append(f"untypeable ({why})" if isinstance(why, str) and why else "untypeable")
+        if signs[i]:
+            parts.append(signs[i])
         desc.append(", ".join(parts))
     props.append({"id": "description", "type": "description", "values": desc})
-    tags = sorted({t for t in types if t})
+    type_tags, sign_tags = sorted({t for t in types if t}), sorted({g for g in signs if g})
+    tags = type_tags + sign_tags  # Neuroglancer reads one tags property per layer
     if tags:
         index = {t: k for k, t in enumerate(tags)}
-        props.append({"id": "type", "type": "tags", "tags": tags, "tag_descriptions": [f"cell type {t}" for t in tags],
-                      "values": [[index[t]] if t else [] for t in types]})
+        props.append({"id": "type", "type": "tags", "tags": tags,
+                      "tag_descriptions": [f"cell type {t}" for t in type_tags] + [f"sign {g} (outgoing synapse types)" for g in sign_tags],
+                      "values": [[index[v] for v in (t, g) if v] for t, g in zip(types, signs)]})
     numbers = dict(NUMBER_COLUMNS)
     numbers.update({c: "float32" for c in cells.columns if c.startswith("p_")})
     for column, data_type in numbers.items():

@@ -13,10 +13,10 @@ import json
 from pathlib import Path
 from typing import Callable, Iterable
 
-from syconn_ng.compartments.outputs import SHADER as COMPARTMENT_SHADER, TYPE_RGBA
+from syconn_ng.compartments.outputs import MYELIN_RGB, TYPE_RGBA, skeleton_shader
 
 # the order layers are listed in the viewer (bottom to top of the drawing order)
-LAYER_NAMES = ("raw", "barrier", "organelles", "mi", "vc", "sj", "cells", "synapses")
+LAYER_NAMES = ("raw", "barrier", "organelles", "myelin", "syntype", "mi", "vc", "sj", "cells", "synapses")
 OBJECT_RGB = {"mi": "#3cb44b", "vc": "#4363d8", "sj": "#f58231"}  # one colour per organelle kind
 SYNAPSE_RGB = {"asymmetric": (1.0, 0.35, 0.0), "symmetric": (0.0, 0.6, 1.0)}  # by the `type` enum (0, 1)
 COMPARTMENT_SKELETONS = "skeletons_compartments"  # the compartments stage's skeleton source inside an analysis' cells layer
@@ -30,6 +30,17 @@ ORGANELLES_SHADER = "\n".join([
     "  float mi = toNormalized(getDataValue(2));",
     "  emitRGBA(vec4(0.96 * sj + 0.24 * mi + 0.26 * vc, 0.51 * sj + 0.71 * mi + 0.39 * vc, 0.19 * sj + 0.29 * mi + 0.85 * vc,"
     " max(sj, max(vc, mi))));",
+    "}",
+    "",
+])
+# myelin probability as a purple overlay (the skeleton shader's myelin colour), transparent where there is none
+MYELIN_SHADER = ("void main() {{\n  float m = toNormalized(getDataValue());\n  emitRGBA(vec4({}, {}, {}, m));\n}}\n"
+                 .format(*MYELIN_RGB))
+# P(symmetric) at junction voxels: blue (symmetric) to orange (asymmetric), as the synapse annotations; read on sj voxels
+SYNTYPE_SHADER = "\n".join([
+    "void main() {",
+    "  float s = toNormalized(getDataValue());",
+    "  emitRGBA(vec4(mix(vec3({}, {}, {}), vec3({}, {}, {}), s), 1.0));".format(*(1.0, 0.35, 0.0), *(0.0, 0.6, 1.0)),
     "}",
     "",
 ])
@@ -93,12 +104,22 @@ def _cells_layer(root: Path, source_url: Callable[[str], str]) -> dict:
                   source_url("cells") + "/" + COMPARTMENT_SKELETONS]
     layer = {"type": "segmentation", "name": "cells", "source": source, "visible": True,
              "selectedAlpha": 0.35, "notSelectedAlpha": 0.0, "objectAlpha": 1.0,
-             "skeletonRendering": {"shader": COMPARTMENT_SHADER, "mode2d": "lines_and_points", "mode3d": "lines"}}
+             "skeletonRendering": {"shader": skeleton_shader(_skeletons_have_myelin(d, info)), "mode2d": "lines_and_points",
+                                   "mode3d": "lines"}}
     for table in (root / "cells.csv", root / "tables" / "cells.csv"):
         if table.is_file():
             layer["segmentColors"] = type_colours(table)
             break
     return layer
+
+
+def _skeletons_have_myelin(cells_dir: Path, info: dict) -> bool:
+    """The skeleton source the cells layer shows has a `myelin` vertex attribute (older analyses' have none)."""
+    for sub in (COMPARTMENT_SKELETONS, info.get("skeletons") or "skeletons"):
+        sk = cells_dir / sub / "info"
+        if sk.is_file():
+            return any(a.get("id") == "myelin" for a in json.loads(sk.read_text()).get("vertex_attributes", []))
+    return False
 
 
 def _layer(root: Path, name: str, source_url: Callable[[str], str]) -> dict:
@@ -109,6 +130,10 @@ def _layer(root: Path, name: str, source_url: Callable[[str], str]) -> dict:
         return {"type": "image", "name": name, "source": url, "visible": False, "opacity": 0.5, "shader": BARRIER_SHADER}
     if name == "organelles":
         return {"type": "image", "name": name, "source": url, "visible": False, "opacity": 0.6, "shader": ORGANELLES_SHADER}
+    if name == "myelin":
+        return {"type": "image", "name": name, "source": url, "visible": True, "opacity": 0.5, "shader": MYELIN_SHADER}
+    if name == "syntype":
+        return {"type": "image", "name": name, "source": url, "visible": False, "opacity": 0.6, "shader": SYNTYPE_SHADER}
     if name in OBJECT_RGB:
         return {"type": "segmentation", "name": name, "source": url, "visible": False, "selectedAlpha": 0.5,
                 "segmentDefaultColor": OBJECT_RGB[name]}
@@ -126,9 +151,9 @@ def layer_specs(analysis_dir, source_url: Callable[[str], str], *, names: Iterab
     """One Neuroglancer layer JSON dict per layer of `analysis_dir` (an analysis or an export folder).
 
     source_url(name) is the URL the layer is served at (``precomputed://http://127.0.0.1:PORT/...``).
-    names: the layers to include (default: every existing one). Raw EM is visible; barrier and organelle
-    probabilities are hidden colour overlays; mi/vc/sj are hidden segmentations; cells show meshes and
-    compartment-coloured skeletons (segments coloured by cell type when `cells.csv` exists); synapses
+    names: the layers to include (default: every existing one). Raw EM is visible, myelin a visible purple
+    overlay; barrier, organelle and synapse-type probabilities are hidden colour overlays; mi/vc/sj are hidden segmentations; cells show meshes and
+    compartment-coloured skeletons (a `color_by_myelin` checkbox colours them by myelin; segments coloured by cell type when `cells.csv` exists); synapses
     are coloured by type, sized by area and linked to `cells` through `pre_cell`/`post_cell`.
     """
     root = Path(analysis_dir)

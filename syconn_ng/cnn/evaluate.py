@@ -1,4 +1,5 @@
-"""Scoring CNN outputs against truth: barrier voxel F1, organelle objects as the `objects` stage would extract them."""
+"""Scoring CNN outputs against truth: barrier and myelin voxel F1, organelle objects as the `objects` stage would
+extract them, synapse types by the fraction rule over each junction."""
 
 from __future__ import annotations
 
@@ -62,7 +63,40 @@ def read_truth(folder, task: str):
 
     if task == "barrier":
         return read("barrier") > 0
+    if task == "myelin_syntype":
+        return {"myelin": read("myelin") > 0, "sj": read("sj"), "synapses": Path(folder) / "truth" / "synapses.csv"}
     return {kind: read(kind) for kind in ("sj", "vc", "mi")}
+
+
+def symmetric_fractions(syntype: np.ndarray, sj_objects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(object ids, mean symmetric probability over each object's voxels): a junction's symmetric fraction.
+    syntype: (X, Y, Z) uint8 (probability x 255); sj_objects: (X, Y, Z) integer labels."""
+    ids, inverse = np.unique(sj_objects, return_inverse=True)
+    sums = np.bincount(inverse.ravel(), weights=syntype.ravel().astype(np.float64))
+    counts = np.bincount(inverse.ravel())
+    keep = ids > 0
+    return ids[keep], sums[keep] / counts[keep] / 255.0
+
+
+def score_myelin_syntype(prob: np.ndarray, truth: dict, channels, *, symmetric_fraction: float = 0.5) -> dict:
+    """Myelin voxel scores; synapse-type accuracy of the fraction rule over each true junction's voxels
+    (symmetric when the mean symmetric probability exceeds `symmetric_fraction`) and voxel scores there."""
+    import pandas as pd
+
+    out = {}
+    if "myelin" in channels:
+        out["myelin"] = {"voxel": voxel_scores(prob[..., list(channels).index("myelin")] >= 128, truth["myelin"])}
+    if "syntype" in channels:
+        st = prob[..., list(channels).index("syntype")]
+        ids, frac = symmetric_fractions(st, truth["sj"])
+        syn = pd.read_csv(truth["synapses"], usecols=["sj_id", "type"]).set_index("sj_id")["type"]
+        sym = syn.reindex(ids).to_numpy() == "symmetric"
+        junction = truth["sj"] > 0
+        sym_voxels = np.isin(truth["sj"], ids[sym])
+        out["syntype"] = {"synapses": int(len(ids)), "symmetric": int(sym.sum()),
+                          "accuracy": float(np.mean((frac > symmetric_fraction) == sym)) if len(ids) else 1.0,
+                          "voxel": voxel_scores((st >= 128) & junction, sym_voxels)}
+    return out
 
 
 def evaluate_on_tissue(model_path, folder, *, task: str, device: str = "auto", batch_size: int = 2, objects_config=None) -> dict:
@@ -78,4 +112,6 @@ def evaluate_on_tissue(model_path, folder, *, task: str, device: str = "auto", b
     truth = read_truth(folder, task)
     if task == "barrier":
         return {"barrier": {"voxel": score_barrier(prob, truth)}}
+    if task == "myelin_syntype":
+        return score_myelin_syntype(prob, truth, info.channels)
     return score_organelles(prob, truth, objects_config or ObjectsConfig())

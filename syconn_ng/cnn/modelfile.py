@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from syconn_ng.cnn import TASK_CHANNELS
+from syconn_ng.cnn import PARTIAL_TASKS, TASK_CHANNELS
 from syconn_ng.cnn.model import UNetSpec, build_unet
 from syconn_ng.errors import InputError
 from syconn_ng.layers import atomic_write_bytes, atomic_write_text
@@ -70,7 +70,7 @@ def library_versions() -> dict:
 
 
 def bundled_model_path(task: str) -> Path:
-    """The default weights shipped with the package for `task` (``barrier`` or ``organelles``)."""
+    """The default weights shipped with the package for `task` (``barrier``, ``organelles`` or ``myelin_syntype``)."""
     return BUNDLED_DIR / f"{task}.pt"
 
 
@@ -115,8 +115,13 @@ def check_compatible(info: ModelInfo, path, *, task: str, voxel_size_nm, toleran
     if info.task != task:
         raise InputError(path, f"this model is for task {info.task!r}, but the {task!r} stage needs a {task!r} model", element="metadata: task")
     expected = list(TASK_CHANNELS[task])
-    if list(info.channels) != expected or info.spec.out_channels != len(expected):
-        raise InputError(path, f"model outputs channels {info.channels} ({info.spec.out_channels}), expected {expected}", element="metadata: channels")
+    if task in PARTIAL_TASKS:  # some of the channels, in order
+        fits = bool(info.channels) and [c for c in expected if c in info.channels] == list(info.channels)
+    else:
+        fits = list(info.channels) == expected
+    if not fits or info.spec.out_channels != len(info.channels):
+        wanted = f"some of {expected}, in this order" if task in PARTIAL_TASKS else str(expected)
+        raise InputError(path, f"model outputs channels {info.channels} ({info.spec.out_channels}), expected {wanted}", element="metadata: channels")
     if info.spec.in_channels != 1:
         raise InputError(path, f"model takes {info.spec.in_channels} input channels, expected 1 (raw EM)", element="metadata: architecture")
     have, want = np.asarray(info.voxel_size_nm, float), np.asarray(voxel_size_nm, float)

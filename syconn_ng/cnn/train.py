@@ -24,7 +24,8 @@ IMAGE_SUFFIXES = (".tif", ".tiff", ".png")
 
 @dataclass
 class LabelledVolume:
-    """One training or test volume: raw (X, Y, Z) uint8, target (X, Y, Z, C) bool, mask (X, Y, Z) bool or None."""
+    """One training or test volume: raw (X, Y, Z) uint8, target (X, Y, Z, C) bool, mask (X, Y, Z) bool or None
+    (learn everywhere), or (X, Y, Z, C) for channels labelled only in part (syntype: only at junctions)."""
 
     name: str
     raw: np.ndarray
@@ -34,8 +35,12 @@ class LabelledVolume:
     def __post_init__(self):
         if self.raw.ndim != 3 or self.target.shape[:3] != self.raw.shape or self.target.ndim != 4:
             raise InputError(self.name, f"raw {self.raw.shape} and labels {self.target.shape} do not have the same x y z shape")
-        if self.mask is not None and self.mask.shape != self.raw.shape:
-            raise InputError(self.name, f"mask {self.mask.shape} does not match raw {self.raw.shape}")
+        if self.mask is not None and self.mask.shape not in (self.raw.shape, self.target.shape):
+            raise InputError(self.name, f"mask {self.mask.shape} does not match raw {self.raw.shape} or labels {self.target.shape}")
+
+    def voxel_mask(self) -> np.ndarray | None:
+        """(X, Y, Z) bool: voxels labelled in some channel (None = all)."""
+        return self.mask if self.mask is None or self.mask.ndim == 3 else self.mask.any(axis=3)
 
     def sections(self, z0: int, z1: int) -> "LabelledVolume":
         """The sub-volume of sections [z0, z1) (a split by section)."""
@@ -117,24 +122,45 @@ def load_labelled(raw, labels, *, name: str = "", mask=None, invert: bool = Fals
 def load_synthetic(folder, task: str) -> LabelledVolume:
     """The raw and truth of a synthetic tissue folder (`syconn-ng synth`) for `task`."""
     folder = Path(folder)
-    layer = "truth/barrier" if task == "barrier" else "truth/organelles"
     raw = read_stack(folder / "raw")
+    if task == "myelin_syntype":
+        return _myelin_syntype_truth(folder, raw)
     from syconn_ng.layers import layer_box, open_layer, read_box
 
-    vol = open_layer(folder / layer)
+    vol = open_layer(folder / ("truth/barrier" if task == "barrier" else "truth/organelles"))
     target = read_box(vol, layer_box(vol)) > 0
     return LabelledVolume(f"{folder.name}", raw, target)
 
 
-def synthetic_volumes(workdir, seeds, *, shape, synapses_per_um3: float = 1.0) -> list[Path]:
+def _myelin_syntype_truth(folder: Path, raw: np.ndarray) -> LabelledVolume:
+    """Targets myelin (sheaths) and syntype (1 on the junction voxels of symmetric synapses, 0 on asymmetric
+    ones); the syntype channel is learnt only on junction voxels."""
+    import pandas as pd
+
+    from syconn_ng.layers import layer_box, open_layer, read_box
+
+    if not (folder / "truth" / "myelin" / "info").exists():
+        raise InputError(folder / "truth" / "myelin", "missing: the tissue has no myelin (make it with `syconn-ng synth --myelin`)")
+    myelin = read_box(vol := open_layer(folder / "truth" / "myelin"), layer_box(vol))[..., 0] > 0
+    sj = read_box(vol := open_layer(folder / "truth" / "sj"), layer_box(vol))[..., 0]
+    syn = pd.read_csv(folder / "truth" / "synapses.csv", usecols=["sj_id", "type"])
+    symmetric = np.zeros(int(max(sj.max(), syn["sj_id"].max() if len(syn) else 0)) + 1, dtype=bool)
+    symmetric[syn["sj_id"].to_numpy(np.int64)] = syn["type"].to_numpy() == "symmetric"
+    junction = sj > 0
+    target = np.stack([myelin, symmetric[sj] & junction], axis=3)
+    mask = np.stack([np.ones_like(junction), junction], axis=3)
+    return LabelledVolume(f"{folder.name}", raw, target, mask)
+
+
+def synthetic_volumes(workdir, seeds, *, shape, synapses_per_um3: float = 1.0, myelin: bool = False) -> list[Path]:
     """Synthetic tissue folders for `seeds` under `workdir` (generated once, then reused)."""
     from syconn_ng.synth.generate import generate_tissue
 
     out = []
     for seed in seeds:
-        folder = Path(workdir) / f"synth_{'x'.join(str(s) for s in shape)}_syn{synapses_per_um3:g}_seed{seed}"
+        folder = Path(workdir) / f"synth_{'x'.join(str(s) for s in shape)}_syn{synapses_per_um3:g}{'_myelin' if myelin else ''}_seed{seed}"
         if not (folder / ".complete").exists():
-            generate_tissue(folder, shape=tuple(shape), seed=int(seed), synapses_per_um3=synapses_per_um3)
+            generate_tissue(folder, shape=tuple(shape), seed=int(seed), synapses_per_um3=synapses_per_um3, myelin=myelin)
             (folder / ".complete").write_text("ok\n")
         out.append(folder)
     return out
@@ -159,7 +185,8 @@ class PatchSampler:
         for v in self.volumes:
             per_channel = []
             for c in range(v.target.shape[3]):
-                idx = np.flatnonzero(v.target[..., c])
+                partial = v.mask is not None and v.mask.ndim == 4 and not v.mask[..., c].all()
+                idx = np.flatnonzero(v.mask[..., c] if partial else v.target[..., c])  # a partly labelled channel: its labels
                 if len(idx) > 20000:
                     idx = np.sort(rng.choice(idx, 20000, replace=False))
                 per_channel.append(idx)
@@ -193,7 +220,7 @@ class PatchSampler:
         if not any(a or b for a, b in pad):
             return v.raw[sl], v.target[sl], mask
         return (np.pad(v.raw[sl], pad, mode="constant", constant_values=self.fill), np.pad(v.target[sl], pad + [(0, 0)]),
-                np.pad(mask, pad))
+                np.pad(mask, pad + [(0, 0)] * (mask.ndim - 3)))
 
 
 def _pad_to(v: LabelledVolume, patch) -> LabelledVolume:
@@ -203,14 +230,14 @@ def _pad_to(v: LabelledVolume, patch) -> LabelledVolume:
         return v
     mask = np.ones(v.raw.shape, bool) if v.mask is None else v.mask
     return LabelledVolume(v.name, np.pad(v.raw, pad, mode="symmetric"), np.pad(v.target, pad + [(0, 0)], mode="symmetric"),
-                          np.pad(mask, pad, mode="constant"))
+                          np.pad(mask, pad + [(0, 0)] * (mask.ndim - 3), mode="constant"))
 
 
 def augment(x: np.ndarray, target: np.ndarray, mask: np.ndarray, rng: np.random.Generator, *,
             missing_section_p: float = 0.15, rotate: bool = True):
     """Random flips (x, y, z), 90° rotations in xy, contrast / brightness / gamma / noise, and a missing section.
 
-    x: (X, Y, Z) float32 in [0, 1]; target: (X, Y, Z, C); mask: (X, Y, Z). Returns the three augmented.
+    x: (X, Y, Z) float32 in [0, 1]; target: (X, Y, Z, C); mask: (X, Y, Z[, C]). Returns the three augmented.
     """
     for axis in range(3):
         if rng.random() < 0.5:
@@ -260,26 +287,36 @@ class TrainSettings:
 
 
 def _loss(logits, target, mask, dice_weight: float = 1.0):
-    """Masked binary cross-entropy + soft Dice per channel (Dice keeps rare channels such as sj in view)."""
+    """Masked binary cross-entropy + soft Dice per channel (Dice keeps rare channels such as sj in view);
+    mask (N, Z, Y, X) for all channels or (N, C, Z, Y, X) per channel. With per-channel masks each
+    channel's cross-entropy is averaged over its own labelled voxels, so a channel labelled on few
+    voxels (syntype: junctions only) weighs as much as one labelled everywhere."""
     import torch
     import torch.nn.functional as F
 
-    m = mask[:, None].expand_as(target)
-    bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * m).sum() / m.sum().clamp(min=1)
-    p = torch.sigmoid(logits) * m
     dims = (0, 2, 3, 4)
+    if mask.dim() < target.dim():
+        m = mask[:, None].expand_as(target)
+        bce = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * m).sum() / m.sum().clamp(min=1)
+    else:
+        m = mask
+        per = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * m).sum(dims)
+        bce = (per / m.sum(dims).clamp(min=1)).mean()
+    p = torch.sigmoid(logits) * m
     inter = (p * target).sum(dims)
     dice = 1 - (2 * inter + 1) / (p.sum(dims) + (target * m).sum(dims) + 1)
     return bce + dice_weight * dice.mean()
 
 
 def _to_batch(items, mean: float, std: float):
-    """A list of (x float (X, Y, Z), target, mask) → torch tensors (N, 1, Z, Y, X), (N, C, Z, Y, X), (N, Z, Y, X)."""
+    """A list of (x float (X, Y, Z), target, mask) → torch tensors (N, 1, Z, Y, X), (N, C, Z, Y, X), (N, [C,] Z, Y, X)."""
     import torch
 
     x = np.stack([(a - mean) / std for a, _, _ in items])[:, None].transpose(0, 1, 4, 3, 2)
     t = np.stack([b for _, b, _ in items]).transpose(0, 4, 3, 2, 1).astype(np.float32)
-    m = np.stack([c for _, _, c in items]).transpose(0, 3, 2, 1).astype(np.float32)
+    m = np.stack([c for _, _, c in items])
+    m = m.transpose(0, 3, 2, 1) if m.ndim == 4 else m.transpose(0, 4, 3, 2, 1)
+    m = m.astype(np.float32)
     return (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(np.ascontiguousarray(t)),
             torch.from_numpy(np.ascontiguousarray(m)))
 
@@ -332,7 +369,7 @@ def _batch_stream(sampler: PatchSampler, s: TrainSettings, rng: np.random.Genera
 
 def train_model(task: str, train: list[LabelledVolume], val: list[LabelledVolume], settings: TrainSettings, *,
                 out=None, data_description: str = "", progress: bool = True, curve_png=None):
-    """Train a U-Net for `task` ('barrier' or 'organelles'); returns (module, ModelInfo, history).
+    """Train a U-Net for `task` (a key of `TASK_CHANNELS`); returns (module, ModelInfo, history).
 
     Writes the model file to `out` and the learning curve to `curve_png` when given. The best
     weights on the validation patches are kept; training stops after `patience` validations
@@ -365,7 +402,7 @@ def train_model(task: str, train: list[LabelledVolume], val: list[LabelledVolume
     try:
         rng = np.random.default_rng(s.seed)
         torch.manual_seed(s.seed)
-        raws = np.concatenate([v.raw[v.mask] if v.mask is not None else v.raw.ravel() for v in train]).astype(np.float64) / 255.0
+        raws = np.concatenate([v.raw[v.voxel_mask()] if v.mask is not None else v.raw.ravel() for v in train]).astype(np.float64) / 255.0
         mean, std = float(raws.mean()), float(max(raws.std(), 1e-3))
         del raws
         fill = int(np.clip(np.rint(mean * 255), 0, 255))  # what inference puts outside the volume
@@ -457,8 +494,9 @@ def _validate(module, batches, dice_weight: float) -> tuple[float, list[float]]:
             with _autocast(x.device.type):
                 logits = module(x).float()
             losses.append(float(_loss(logits, t, m, dice_weight)))
-            pred = (logits > 0).float() * m[:, None]
-            tgt = t * m[:, None]
+            mm = m[:, None] if m.dim() < t.dim() else m
+            pred = (logits > 0).float() * mm
+            tgt = t * mm
             dims = (0, 2, 3, 4)
             tp = tp + (pred * tgt).sum(dims).cpu().numpy()
             fp = fp + (pred * (1 - tgt)).sum(dims).cpu().numpy()
@@ -507,11 +545,14 @@ class SyntheticRecipe:
     eval_seed: int = 1  # the test fixture's tissue: the metrics in the model file are what the tests check
     shape: list[int] = field(default_factory=lambda: [192, 192, 96])
     synapses_per_um3: float = 1.0
+    myelin: bool = False  # tissues with myelinated axons (`syconn-ng synth --myelin`)
 
 
 RECIPES: dict[str, tuple[SyntheticRecipe, TrainSettings]] = {
     "barrier": (SyntheticRecipe(), TrainSettings(iterations=600, threads=1)),
     "organelles": (SyntheticRecipe(synapses_per_um3=4.0), TrainSettings(iterations=1500, threads=1)),
+    # half the width: a sheath and a junction's density are local, and the stage then costs a quarter of the others
+    "myelin_syntype": (SyntheticRecipe(synapses_per_um3=4.0, myelin=True), TrainSettings(width=8, iterations=1200, threads=2)),
 }
 
 
@@ -525,17 +566,17 @@ def train_on_synthetic(task: str, out, *, workdir, recipe: SyntheticRecipe | Non
     recipe = recipe or default_recipe
     settings = settings or default_settings
     folders = synthetic_volumes(workdir, recipe.train_seeds + [recipe.val_seed], shape=recipe.shape,
-                                synapses_per_um3=recipe.synapses_per_um3)
+                                synapses_per_um3=recipe.synapses_per_um3, myelin=recipe.myelin)
     volumes = [load_synthetic(f, task) for f in folders]
     description = (f"synthetic tissue, seeds {recipe.train_seeds} (validation {recipe.val_seed}), {recipe.shape} voxels, "
-                   f"{recipe.synapses_per_um3:g} synapses/µm³")
+                   f"{recipe.synapses_per_um3:g} synapses/µm³{', myelin' if recipe.myelin else ''}")
     train_model(task, volumes[:-1], volumes[-1:], settings, out=out, data_description=description, progress=progress,
                 curve_png=curve_png)
-    (eval_folder,) = synthetic_volumes(workdir, [recipe.eval_seed], shape=recipe.shape)
+    (eval_folder,) = synthetic_volumes(workdir, [recipe.eval_seed], shape=recipe.shape, myelin=recipe.myelin)
     metrics = evaluate_on_tissue(out, eval_folder, task=task, batch_size=1)
     module, info = load_model(out)
     info.training["metrics"] = {"evaluated_on": f"synthetic tissue seed {recipe.eval_seed}, {recipe.shape} voxels, "
-                                                "1 synapse/µm³", "scores": metrics}
+                                                f"1 synapse/µm³{', myelin' if recipe.myelin else ''}", "scores": metrics}
     info.training["recipe"] = asdict(recipe)
     save_model(out, module, info)
     return metrics

@@ -23,11 +23,11 @@ def train():
 
 
 @train.command("cnn")
-@click.option("--task", type=click.Choice(["barrier", "organelles"]), required=True, help="Which model to train.")
+@click.option("--task", type=click.Choice(["barrier", "organelles", "myelin_syntype"]), required=True, help="Which model to train.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), required=True, help="Model file to write (.pt; metadata also as .json).")
 @click.option("--raw", default=None, help="Real data: raw stack (folder of TIFF/PNG slices, TIFF, FILE.h5:DATASET or precomputed layer). "
                                          "Default: the synthetic recipe of the bundled weights.")
-@click.option("--labels", multiple=True, help="Label stack per output channel (barrier: membranes; organelles: sj, vc, mi), foreground > 0.")
+@click.option("--labels", multiple=True, help="Label stack per output channel (barrier: membranes; organelles: sj, vc, mi; myelin_syntype: myelin, symmetric junctions), foreground > 0.")
 @click.option("--mask", default=None, help="Optional stack: learn only where it is > 0.")
 @click.option("--invert-labels", is_flag=True, help="Foreground is label value 0 (e.g. ISBI 2012 membranes).")
 @click.option("--val-sections", default=None, metavar="Z0:Z1", help="Real data: hold out these sections for validation (default: the last fifth).")
@@ -50,7 +50,7 @@ def train():
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def train_cnn(task, out, raw, labels, mask, invert_labels, val_sections, voxel_size, workdir, iterations, patch_size, width, depth, seed, threads,
               max_minutes, device, batch_size, loader_threads, curve, quiet):
-    """Train the barrier or organelle CNN; without --raw, reproduce the bundled weights from synthetic tissue."""
+    """Train the barrier, organelle or myelin / synapse-type CNN; without --raw, reproduce the bundled weights from synthetic tissue."""
     import json
     from dataclasses import replace
     from pathlib import Path

@@ -142,3 +142,22 @@ def typeability(features, *, min_typeable_um: float, bare_axons_typeable: bool =
     bare &= not bare_axons_typeable
     reason = np.where(short, "short", np.where(bare, "bare_axon", ""))
     return reason == "", reason
+
+
+def cell_signs(synapses, cell_ids, *, inhibitory_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Per cell (in `cell_ids` order): the synaptic-area-weighted share of symmetric synapses among its outgoing
+    ones (NaN with none) and its sign, 'inhibitory' where that share exceeds `inhibitory_fraction`,
+    'excitatory' below it, '' without outgoing synapses (symmetric synapses are GABAergic, asymmetric glutamatergic).
+
+    synapses: DataFrame with `pre_cell`, `area_um2` and `type`.
+    """
+    import pandas as pd
+
+    area = synapses["area_um2"].to_numpy(np.float64)
+    sym = (synapses["type"] == "symmetric").to_numpy()
+    per = pd.DataFrame({"cell": synapses["pre_cell"].to_numpy(np.uint64), "area": area, "sym": area * sym}).groupby("cell").sum()
+    per = per.reindex(np.asarray(cell_ids, dtype=np.uint64))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = (per["sym"] / per["area"]).to_numpy(np.float64)
+    sign = np.where(np.isnan(share), "", np.where(share > inhibitory_fraction, "inhibitory", "excitatory"))
+    return share, sign

@@ -1,4 +1,4 @@
-"""Compartments for people: precomputed skeletons with a `compartment` vertex attribute (Neuroglancer
+"""Compartments for people: precomputed skeletons with `compartment` and `myelin` vertex attributes (Neuroglancer
 colours them with a shader) and enriched KNOSSOS files (node comments, tree comment and colour)."""
 
 from __future__ import annotations
@@ -19,35 +19,47 @@ SKELETON_INFO = {
     "@type": "neuroglancer_skeletons",
     "transform": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0],
     "vertex_attributes": [{"id": "radius", "data_type": "float32", "num_components": 1},
-                          {"id": "compartment", "data_type": "float32", "num_components": 1}],
+                          {"id": "compartment", "data_type": "float32", "num_components": 1},
+                          {"id": "myelin", "data_type": "float32", "num_components": 1}],
 }  # Neuroglancer's skeleton renderer takes float32 attributes only; the codes are exact in float32
-# Neuroglancer skeleton shader colouring by the `compartment` attribute (docs/compartments.md)
-SHADER = "\n".join([
-    "void main() {",
-    "  int c = int(compartment);",
-    *[f"  if (c == {i}) {{ emitRGB(vec3({r}, {g}, {b})); return; }}" for i, (r, g, b) in enumerate(COMPARTMENT_RGB)],
-    "  emitRGB(vec3(1.0, 1.0, 1.0));",
-    "}",
-])
+MYELIN_RGB = (0.75, 0.1, 0.85)  # myelinated stretches in the skeleton shader's myelin mode (unmyelinated: light grey)
 
 
-def encode_skeleton(vertices_nm: np.ndarray, edges: np.ndarray, radius_nm: np.ndarray, compartment: np.ndarray) -> bytes:
-    """Neuroglancer precomputed skeleton bytes: counts, float32 vertices (nm), uint32 edges, then radius and compartment."""
+def skeleton_shader(myelin: bool = True) -> str:
+    """Neuroglancer skeleton shader colouring by the `compartment` attribute (docs/compartments.md); with `myelin`
+    (the source has that attribute) a `color_by_myelin` checkbox switches to grey → purple by the myelin value."""
+    lines = ["#uicontrol bool color_by_myelin checkbox(default=false)", "void main() {",
+             "  if (color_by_myelin) {{ emitRGB(mix(vec3(0.8, 0.8, 0.8), vec3({}, {}, {}), clamp(myelin, 0.0, 1.0))); return; }}"
+             .format(*MYELIN_RGB)] if myelin else ["void main() {"]
+    return "\n".join([
+        *lines,
+        "  int c = int(compartment);",
+        *[f"  if (c == {i}) {{ emitRGB(vec3({r}, {g}, {b})); return; }}" for i, (r, g, b) in enumerate(COMPARTMENT_RGB)],
+        "  emitRGB(vec3(1.0, 1.0, 1.0));",
+        "}",
+    ])
+
+
+
+def encode_skeleton(vertices_nm: np.ndarray, edges: np.ndarray, radius_nm: np.ndarray, compartment: np.ndarray,
+                    myelin: np.ndarray) -> bytes:
+    """Neuroglancer precomputed skeleton bytes: counts, float32 vertices (nm), uint32 edges, then radius, compartment
+    and myelin (0-1)."""
     v = np.ascontiguousarray(vertices_nm, dtype="<f4")
     e = np.ascontiguousarray(edges, dtype="<u4").reshape(-1, 2)
     head = np.array([len(v), len(e)], dtype="<u4").tobytes()
-    return head + v.tobytes() + e.tobytes() + np.asarray(radius_nm, dtype="<f4").tobytes() + np.asarray(compartment, dtype="<f4").tobytes()
+    return head + v.tobytes() + e.tobytes() + b"".join(np.asarray(a, dtype="<f4").tobytes() for a in (radius_nm, compartment, myelin))
 
 
 def write_skeleton_info(directory) -> None:
-    """The `info` of a skeleton source with `radius` and `compartment` vertex attributes."""
+    """The `info` of a skeleton source with `radius`, `compartment` and `myelin` vertex attributes."""
     d = Path(directory)
     d.mkdir(parents=True, exist_ok=True)
     atomic_write_text(d / "info", json.dumps(SKELETON_INFO, indent=1) + "\n")
 
 
-def write_skeleton(directory, cell_id: int, vertices_nm, edges, radius_nm, compartment) -> None:
-    atomic_write_bytes(Path(directory) / str(int(cell_id)), encode_skeleton(vertices_nm, edges, radius_nm, compartment))
+def write_skeleton(directory, cell_id: int, vertices_nm, edges, radius_nm, compartment, myelin) -> None:
+    atomic_write_bytes(Path(directory) / str(int(cell_id)), encode_skeleton(vertices_nm, edges, radius_nm, compartment, myelin))
 
 
 def enriched_skeleton(tree, node_compartment: dict[int, str], cell_type: str | None, *, voxel_size_nm):

@@ -17,7 +17,7 @@ from pathlib import Path
 from syconn_ng.errors import InputError
 
 # stage order of the table; a module that does not exist yet is reported as skipped
-MODULES = ("organelles", "hulls", "compartments", "synapses", "celltypes", "connectome")
+MODULES = ("organelles", "myelin", "hulls", "compartments", "synapses", "celltypes", "connectome")
 
 
 def truth_root(path) -> Path:

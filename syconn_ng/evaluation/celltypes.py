@@ -80,9 +80,24 @@ def evaluate(analysis_dir: Path, truth_dir: Path) -> dict:
         return {"skipped": "no tables/cells.csv (run the 'celltypes' stage)"}
     truth = pd.read_csv(Path(truth_dir) / "truth" / "cells.csv", usecols=["id", "type", "traced"])
     truth = truth[truth["traced"] == 1][["id", "type"]]
-    pred = pd.read_csv(table)
-    pred = pred[[c for c in ("id", "type", "path_length_um", "typeable", "untypeable_reason") if c in pred]]
-    return rounded(compare_cells(truth, pred, min_typeable_um=load_config(analysis_dir).celltypes.min_typeable_um))
+    pred = pd.read_csv(table, keep_default_na=False, na_values={"symmetric_out_fraction": [""]})
+    out = compare_cells(truth, pred[[c for c in ("id", "type", "path_length_um", "typeable", "untypeable_reason") if c in pred]],
+                        min_typeable_um=load_config(analysis_dir).celltypes.min_typeable_um)
+    if "sign" in pred:
+        out["sign"] = compare_signs(truth, pred[["id", "sign"]])
+    return rounded(out)
+
+
+def compare_signs(truth, pred) -> dict:
+    """Accuracy of the predicted sign (excitatory / inhibitory, from outgoing synapse types) on the cells that have
+    one, against the sign of the true type (its synapses' type: asymmetric = excitatory)."""
+    from syconn_ng.synth.geometry import CELL_TYPE_SPECS
+
+    m = truth.merge(pred, on="id", how="inner")
+    m = m[m["sign"].astype(str) != ""]
+    true = np.array(["excitatory" if CELL_TYPE_SPECS[t].synapse_type == "asymmetric" else "inhibitory" for t in m["type"]], dtype=object)
+    return {"accuracy": float(np.mean(true == m["sign"].to_numpy(str))) if len(m) else float("nan"), "n_cells": int(len(m)),
+            "inhibitory": int((true == "inhibitory").sum())}
 
 
 def confusion_png(confusion: dict, path, *, title: str = "") -> None:

@@ -31,11 +31,11 @@ from syconn_ng.sharding import skeleton_source
 from syconn_ng.multires_mesh import MULTIRES_DIR, build_from_legacy
 from syconn_ng.stages.synapses import write_synapse_layer
 
-LAYERS = ("raw", "barrier", "organelles", "mi", "vc", "sj", "cells", "synapses")
-DEFAULT_LAYERS = ("raw", "mi", "vc", "sj", "cells", "synapses")
+LAYERS = ("raw", "barrier", "organelles", "myelin", "syntype", "mi", "vc", "sj", "cells", "synapses")
+DEFAULT_LAYERS = ("raw", "myelin", "mi", "vc", "sj", "cells", "synapses")
 TABLES = ("cells.csv", "synapses.csv", "matrix.csv", "matrix_counts.csv")
 RAW_MODES = ("auto", "copy", "reference", "none")
-STAGE_OF = {"barrier": "barrier", "organelles": "organelles", "mi": "objects", "vc": "objects", "sj": "objects",
+STAGE_OF = {"barrier": "barrier", "organelles": "organelles", "myelin": "myelin_syntype", "syntype": "myelin_syntype", "mi": "objects", "vc": "objects", "sj": "objects",
             "cells": "hulls", "synapses": "synapses", "cells.csv": "celltypes", "synapses.csv": "synapses",
             "matrix.csv": "connectome", "matrix_counts.csv": "connectome"}
 COMPARTMENT_SKELETONS = "skeletons_compartments"
@@ -532,9 +532,11 @@ def readme_text(analysis, summary: ExportSummary, *, prefix: str, sharded: bool,
     ]
     what = {"raw": "raw EM (precomputed image)", "barrier": "membrane-barrier probability (image)",
             "organelles": "organelle probabilities sj, vc, mi (3-channel image)",
+            "myelin": "myelin probability (image)", "syntype": "probability that a junction voxel is symmetric (image; read it on sj voxels)",
             "mi": "mitochondria (segmentation)", "vc": "vesicle clouds (segmentation)", "sj": "synaptic junctions (segmentation)",
             "cells": "cells (segmentation; `mesh/`, `skeletons/` with a `compartment` vertex attribute 0 axon, 1 dendrite, "
-                     "2 soma, 3 spine head, 4 spine neck; `segment_properties/` with cell type and statistics)",
+                     "2 soma, 3 spine head, 4 spine neck and a `myelin` attribute 0-1; `segment_properties/` with cell type, "
+                     "sign and statistics)",
             "synapses": "synapses (precomputed annotations: area, probability, type; pre_cell / post_cell relationships; "
                         "multi-level spatial index)"}
     for name, stats in summary.layers.items():

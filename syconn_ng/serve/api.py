@@ -134,7 +134,7 @@ def _cell_json(r, row, full: bool) -> dict:
             out.setdefault("probabilities", {})[k[2:]] = _plain(v)
         elif k == "typeable":  # enough skeleton to judge the type (see [celltypes] min_typeable_um)
             out[k] = bool(v)
-        elif full or k in ("type_probability", "n_in", "n_out"):
+        elif full or k in ("type_probability", "n_in", "n_out", "sign"):
             out[k] = _plain(v)
     return out
 

@@ -29,7 +29,7 @@ MIN_TOKEN_CHARS = 16
 
 def served_layers(analysis) -> dict[str, Path]:
     """{name: folder} of every layer the server may serve: the analysis' own layers and the local layers its
-    config names (raw EM, oracle barrier / organelles)."""
+    config names (raw EM, oracle barrier / organelles / myelin)."""
     from syconn_ng.layers import local_dir
 
     out: dict[str, Path] = {}
@@ -39,7 +39,7 @@ def served_layers(analysis) -> dict[str, Path]:
             if d.is_dir() and (d / "info").is_file():
                 out[d.name] = d.resolve()
     named = {"raw": analysis.raw_layer}
-    for name in ("barrier", "organelles"):
+    for name in ("barrier", "organelles", "myelin"):
         if name not in out:
             named[name] = analysis.input_layer(name)
     for name, path in named.items():

@@ -9,11 +9,12 @@ import importlib
 
 from syconn_ng.errors import SyconnError
 
-PIPELINE = ("barrier", "organelles", "objects", "hulls", "mapping", "compartments", "synapses", "celltypes", "connectome", "scales")
+PIPELINE = ("barrier", "organelles", "myelin_syntype", "objects", "hulls", "mapping", "compartments", "synapses", "celltypes", "connectome", "scales")
 
 STAGES: dict[str, str] = {
     "barrier": "syconn_ng.stages.cnn:BARRIER",
     "organelles": "syconn_ng.stages.cnn:ORGANELLES",
+    "myelin_syntype": "syconn_ng.stages.cnn:MYELIN_SYNTYPE",
     "objects": "syconn_ng.stages.objects:STAGE",
     "hulls": "syconn_ng.stages.hulls:STAGE",
     "mapping": "syconn_ng.stages.mapping:STAGE",

@@ -5,7 +5,8 @@ Passes:
 1. `features` (per cell): the cell's hull nodes with their compartments (`tables/compartments/<cell>.npz`),
    its mapped organelles and its synapses (`tables/synapses.csv`) → `scratch/celltypes/<cell>.json`.
 2. `classify` (driver): the forest on every cell → `tables/cells.csv` and `tables/cell_features.csv`;
-   every cell gets a type, and `typeable` / `untypeable_reason` say whether it shows enough to judge one.
+   every cell gets a type, and `typeable` / `untypeable_reason` say whether it shows enough to judge one;
+   `symmetric_out_fraction` and `sign` (excitatory / inhibitory) come from its outgoing synapses' types.
 3. `enrich` (per cell): `skeletons/enriched/cell_<id>.k.zip` again, now with the cell type as tree
    comment and tree colour.
 """
@@ -18,14 +19,15 @@ from pathlib import Path
 
 import numpy as np
 
-from syconn_ng.compartments.celltype_features import cell_features, typeability
+from syconn_ng.compartments.celltype_features import cell_features, cell_signs, typeability
 from syconn_ng.compartments.forest import cached_forest, load_forest, resolve_model
 from syconn_ng.engine.driver import Pass
 from syconn_ng.errors import InputError
 from syconn_ng.layers import atomic_write_text, remove_temp_files
 
 CELL_COLUMNS = ("id", "type", "type_probability")  # then p_<CLASS>..., then SUMMARY_COLUMNS
-SUMMARY_COLUMNS = ("nodes", "path_length_um", "axon_um", "dendrite_um", "soma_nodes", "n_in", "n_out", "typeable", "untypeable_reason")
+SUMMARY_COLUMNS = ("nodes", "path_length_um", "axon_um", "dendrite_um", "soma_nodes", "n_in", "n_out", "typeable", "untypeable_reason",
+                   "symmetric_out_fraction", "sign")
 
 
 def _scratch(analysis) -> Path:
@@ -112,6 +114,8 @@ def classify_task(analysis, task) -> dict:
     ok, reason = typeability(feats, min_typeable_um=params["min_typeable_um"], bare_axons_typeable=params["bare_axons_typeable"])
     out["typeable"] = ok.astype(int)
     out["untypeable_reason"] = reason
+    share, out["sign"] = cell_signs(read_synapses(analysis), feats.index.to_numpy(), inhibitory_fraction=params["inhibitory_fraction"])
+    out["symmetric_out_fraction"] = np.round(share, 4)
     columns = [*CELL_COLUMNS, *(f"p_{c}" for c in forest.classes), *SUMMARY_COLUMNS]
     atomic_write_text(analysis.tables_dir / "cells.csv", out[columns].to_csv(index=False))
     atomic_write_text(analysis.tables_dir / "cell_features.csv", feats.round(6).to_csv())

@@ -5,9 +5,11 @@ Passes:
 1. `predict` (per cell): the cell's hull nodes (`tables/hulls/<cell>.npz`, traced and interpolated)
    and mapped organelles → node features → forest 1 (axon / dendrite / soma) and forest 2 (shaft /
    spine_head / spine_neck, applied where forest 1 says dendrite); probabilities are averaged along
-   the skeleton (`smooth_um`, `spine_smooth_um`). Writes `tables/compartments/<cell>.npz` (every
-   hull node, interpolated ones included: `node_id`, `proba` (N, 5), `code` uint8), the
-   cell's precomputed skeleton with a `compartment` vertex attribute
+   the skeleton (`smooth_um`, `spine_smooth_um`). With a myelin layer, each node's myelin (the mean in a
+   shell outside its hull, `syconn_ng.compartments.myelin`) and myelinated flag, and myelinated nodes are
+   axon. Writes `tables/compartments/<cell>.npz` (every hull node, interpolated ones included: `node_id`,
+   `proba` (N, 5), `code` uint8, `myelin`, `myelinated`), the cell's precomputed skeleton with
+   `compartment` and `myelin` vertex attributes
    (`layers/cells/skeletons_compartments/<cell>`) and `skeletons/enriched/cell_<cell>.k.zip`.
 2. `table` (driver): `tables/compartments.csv`, one row per row of `tables/nodes.csv`.
 3. `skeleton_shards` (driver): past `[chunking] shard_skeletons_over` cells, the skeletons as shard files
@@ -33,7 +35,7 @@ from syconn_ng.errors import InputError
 from syconn_ng.layers import atomic_write_bytes, atomic_write_text, local_dir, remove_temp_files
 from syconn_ng.sharding import shard_layer_skeletons
 
-TABLE_COLUMNS = ("cell", "node", "compartment", "probability", *(f"p_{c}" for c in COMPARTMENTS))
+TABLE_COLUMNS = ("cell", "node", "compartment", "probability", *(f"p_{c}" for c in COMPARTMENTS), "myelin", "myelinated")
 AXONESS_CLASSES = ("axon", "dendrite", "soma")
 SKELETON_DIR = "skeletons_compartments"  # inside layers/cells: a second skeleton source beside the hulls stage's
 
@@ -88,16 +90,19 @@ def features_of(graph: CellGraph, feature_params: dict):
 # ---------------------------------------------------------------- the science: forests → compartments
 
 def predict_compartments(X: np.ndarray, names, graph: CellGraph, axoness, spiness, *, smooth_um: float,
-                         spine_smooth_um: float) -> tuple[np.ndarray, np.ndarray]:
+                         spine_smooth_um: float, axon_nodes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Per node probabilities (N, 5) in `COMPARTMENTS` order (summing to 1) and the compartment codes (N,) uint8.
 
-    Forest 1 gives axon / dendrite / soma, averaged along the skeleton over `smooth_um`; nodes whose
-    smoothed argmax is dendrite get forest 2's shaft / head / neck, averaged over `spine_smooth_um`
-    among dendrite nodes. p_dendrite is the shaft's share, so the five add up to one.
+    Forest 1 gives axon / dendrite / soma; nodes in `axon_nodes` (N,) bool (myelinated) are axon; then
+    these are averaged along the skeleton over `smooth_um`. Nodes whose smoothed argmax is dendrite
+    get forest 2's shaft / head / neck, averaged over `spine_smooth_um` among dendrite nodes.
+    p_dendrite is the shaft's share, so the five add up to one.
     """
     n = len(X)
     p3 = np.zeros((n, 3))
     p3[:, [AXONESS_CLASSES.index(c) for c in axoness.classes]] = axoness.predict_proba(X, names)
+    if axon_nodes is not None and axon_nodes.any():
+        p3[axon_nodes] = np.eye(3)[AXONESS_CLASSES.index("axon")]
     p3 = smooth_probabilities(graph.positions_nm, graph.edges, p3, distance_nm=smooth_um * 1000.0)
     coarse = p3.argmax(axis=1)
     dend = coarse == AXONESS_CLASSES.index("dendrite")
@@ -122,7 +127,8 @@ def _scratch(analysis) -> Path:
 
 
 def result_path(analysis, cell_id: int) -> Path:
-    """`tables/compartments/<cell>.npz`: node_id (N,) uint64 (0 = interpolated), proba (N, 5) float32, code (N,) uint8."""
+    """`tables/compartments/<cell>.npz`: node_id (N,) uint64 (0 = interpolated), proba (N, 5) float32, code (N,) uint8,
+    myelin (N,) float32 (shell mean; NaN without a myelin layer), myelinated (N,) bool."""
     return analysis.tables_dir / "compartments" / f"{int(cell_id)}.npz"
 
 
@@ -138,21 +144,39 @@ def predict_task(analysis, task) -> dict:
     with np.load(_scratch(analysis) / "organelles.npz", allow_pickle=False) as z:
         organelles = unpack_organelles(z)
     graph, node_ids = cell_graph(analysis, task.cell_id, organelles)
+    myelin, flags = cell_myelin(p, graph)
     X, names = features_of(graph, axoness.meta["feature_params"])
     proba, code = predict_compartments(X, names, graph, axoness, spiness, smooth_um=c["smooth_um"],
-                                       spine_smooth_um=c["spine_smooth_um"])
+                                       spine_smooth_um=c["spine_smooth_um"], axon_nodes=flags if c["myelin_means_axon"] else None)
     buf = io.BytesIO()
-    np.savez(buf, node_id=node_ids, proba=proba.astype(np.float32), code=code)
+    np.savez(buf, node_id=node_ids, proba=proba.astype(np.float32), code=code, myelin=myelin.astype(np.float32), myelinated=flags)
     atomic_write_bytes(result_path(analysis, task.cell_id), buf.getvalue())
     sk_dir = local_dir(analysis.layer_path("cells"))
     if sk_dir is not None:
         vs = np.asarray(analysis.voxel_size_nm)
         write_skeleton(sk_dir / SKELETON_DIR, task.cell_id, graph.positions_nm + 0.5 * vs, graph.edges,
-                       np.nan_to_num(graph.radius_nm, nan=0.0), code)
+                       np.nan_to_num(graph.radius_nm, nan=0.0), code, np.nan_to_num(myelin, nan=0.0))
     source = json.loads((_scratch(analysis) / "sources.json").read_text(encoding="utf-8")).get(str(task.cell_id))
     if source is not None:
         write_enriched(analysis, source, task.cell_id, node_ids, code, cell_type=None)
     return {"nodes": int((node_ids > 0).sum()), "dendrite": int((code == 1).sum()), "axon": int((code == 0).sum())}
+
+
+def cell_myelin(p: dict, graph: CellGraph) -> tuple[np.ndarray, np.ndarray]:
+    """(shell means (N,), myelinated (N,) bool) of a cell's nodes from the task's myelin layer; NaN and False without one."""
+    from syconn_ng.box import Box
+    from syconn_ng.compartments.myelin import node_myelin
+    from syconn_ng.layers import open_layer, read_box
+
+    n = len(graph.positions_nm)
+    if not p["myelin_layer"]:
+        return np.full(n, np.nan), np.zeros(n, dtype=bool)
+    c = p["compartments"]
+    vol = open_layer(p["myelin_layer"], fill_missing=p["missing_chunks"] == "zeros")
+    vs = np.asarray(p["voxel_size_nm"], dtype=np.float64)
+    return node_myelin(lambda box: read_box(vol, box)[..., 0], graph.positions_nm / vs, graph.edges, graph.radius_nm,
+                       voxel_size_nm=vs, bounds=Box(*p["bounds"]), shell_nm=c["myelin_shell_nm"], threshold=c["myelin_threshold"],
+                       vote_um=c["myelin_vote_um"], max_box_voxels=p["max_box_voxels"])
 
 
 def write_enriched(analysis, source, cell_id: int, node_ids: np.ndarray, code: np.ndarray, cell_type: str | None) -> None:
@@ -188,11 +212,14 @@ def table_task(analysis, task) -> dict:
             df.insert(0, "cell", np.uint64(cell))
             df.insert(2, "compartment", np.asarray(COMPARTMENTS)[z["code"][keep]])
             df.insert(3, "probability", df[[f"p_{c}" for c in COMPARTMENTS]].to_numpy()[np.arange(len(df)), z["code"][keep]])
+            df["myelin"] = z["myelin"][keep].astype(np.float64)
+            df["myelinated"] = z["myelinated"][keep].astype(np.int64)
             parts.append(df)
     table = nodes.merge(pd.concat(parts), on=["cell", "node"], how="left", validate="one_to_one") if parts else \
         pd.DataFrame(columns=list(TABLE_COLUMNS))
-    for col in table.columns[3:]:
+    for col in [c for c in table.columns[3:] if c != "myelinated"]:
         table[col] = table[col].astype(float).round(4)
+    table["myelinated"] = table["myelinated"].fillna(0).astype(np.int64)
     atomic_write_text(analysis.tables_dir / "compartments.csv", table[list(TABLE_COLUMNS)].to_csv(index=False))
     return {"nodes": len(table), **{c: int((table["compartment"] == c).sum()) for c in COMPARTMENTS}}
 
@@ -211,7 +238,18 @@ class CompartmentsStage:
     name = "compartments"
 
     def upstream(self, analysis) -> list[str]:
-        return ["hulls", "mapping"]
+        return ["hulls", "mapping"] + ([] if analysis.config.oracle.myelin else ["myelin_syntype"])
+
+    def _myelin_layer(self, analysis) -> str:
+        """The myelin layer nodes are measured in ('' when there is none: no model channel, stage not run)."""
+        path = analysis.input_layer("myelin")
+        d = local_dir(path)
+        return path if d is None or (d / "info").is_file() else ""
+
+    def notes(self, analysis) -> dict[str, str]:
+        from syconn_ng.stages.cnn import NO_MYELIN
+
+        return {} if self._myelin_layer(analysis) else {"myelin": f"no myelin layer ({analysis.input_layer('myelin')}): {NO_MYELIN}"}
 
     def model_files(self, analysis) -> list[Path]:
         """The forests this stage uses (checked before a run starts; recorded in its provenance)."""
@@ -226,9 +264,15 @@ class CompartmentsStage:
 
         model, spine = self._model_paths(analysis)
         digest = {str(p): hashlib.sha256(p.read_bytes()).hexdigest()[:16] if p.exists() else "missing" for p in (model, spine)}
+        from syconn_ng.layers import layer_box, open_layer
+
+        myelin = self._myelin_layer(analysis)
+        bounds = layer_box(open_layer(myelin)) if myelin else None
         return {"compartments": analysis.config.section_params("compartments"), "model": str(model), "spine_model": str(spine),
                 "model_digests": digest, "voxel_size_nm": list(analysis.voxel_size_nm),
-                "shard_skeletons_over": analysis.config.chunking.shard_skeletons_over}
+                "shard_skeletons_over": analysis.config.chunking.shard_skeletons_over, "myelin_layer": myelin,
+                "bounds": None if bounds is None else [list(bounds.start), list(bounds.stop)],
+                "max_box_voxels": analysis.config.hulls.max_box_voxels, "missing_chunks": analysis.config.chunking.missing_chunks}
 
     def _cells(self, analysis) -> list[int]:
         return json.loads((analysis.scratch_dir("hulls") / "cells.json").read_text(encoding="utf-8"))

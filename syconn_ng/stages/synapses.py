@@ -6,7 +6,8 @@ Passes:
    (`syconn_ng.synapses.contacts`), and per sj object the voxel sums of its features
    (`syconn_ng.synapses.features.sj_box_sums`) → `scratch/synapses/<box>.npz`.
 2. `classify` (driver): pieces joined across boxes into `tables/contact_sites.csv`; one candidate
-   per sj on a contact with its features, forest probability, direction, type and area →
+   per sj on a contact with its features, forest probability, direction, type (from the syntype layer
+   where there is one, else the type forest) and area →
    `tables/synapse_candidates.csv`; those with probability ≥ `min_probability` →
    `tables/synapses.csv` and the annotation layer `layers/synapses`.
 """
@@ -60,7 +61,8 @@ def box_task(analysis, task) -> dict:
     sj = read_box(open_layer(analysis.layer_path("sj")), outer)[..., 0]
     raw = read_box(analysis.open_input(analysis.raw_layer), outer)[..., 0]
     prob = read_box(analysis.open_input(p["organelles"]), outer)[..., 0].astype(np.float32) / 255.0
-    sums = sj_box_sums(sj, cells, raw, prob, cell_a, cell_b, inner=inner, voxel_size_nm=vs, band_nm=s["band_nm"])
+    syntype = read_box(analysis.open_input(p["syntype"]), outer)[..., 0].astype(np.float32) / 255.0 if p["syntype"] else None
+    sums = sj_box_sums(sj, cells, raw, prob, cell_a, cell_b, inner=inner, voxel_size_nm=vs, band_nm=s["band_nm"], syntype=syntype)
     on = (sj[inner] > 0) & (pieces.labels > 0)
     keys = np.stack([sj[inner][on], pieces.labels[on].astype(np.uint64)], 1)
     sp, sp_n = (np.unique(keys, axis=0, return_counts=True) if len(keys) else (np.zeros((0, 2), np.uint64), np.zeros(0, np.int64)))
@@ -241,6 +243,15 @@ def _model_digest(value: str, name: str, root) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "missing"
 
 
+def syntype_layer(analysis) -> str:
+    """`layers/syntype` when the myelin_syntype stage wrote it, else '' (types then come from the type forest)."""
+    from syconn_ng.layers import local_dir
+
+    path = analysis.layer_path("syntype")
+    d = local_dir(path)
+    return path if d is None or (d / "info").is_file() else ""
+
+
 class SynapsesStage:
     """The `synapses` stage for the driver (`syconn_ng.engine.run_stage`)."""
 
@@ -263,9 +274,14 @@ class SynapsesStage:
             raise InputError(path, "no cells layer: run the 'hulls' stage first", element="info") from err
 
     def upstream(self, analysis) -> list[str]:
-        from syconn_ng.stages import STAGES
+        return ["mapping", "compartments", "myelin_syntype"]
 
-        return ["mapping"] + (["compartments"] if "compartments" in STAGES else [])
+    def notes(self, analysis) -> dict[str, str]:
+        if syntype_layer(analysis):
+            return {}
+        from syconn_ng.stages.cnn import NO_SYNTYPE
+
+        return {"syntype": f"no syntype layer ({analysis.layer_path('syntype')}): {NO_SYNTYPE}"}
 
     def _boxes(self, analysis) -> list[Box]:
         return layer_box(self._cells(analysis)).chunks(analysis.config.chunking.task_size)
@@ -276,6 +292,7 @@ class SynapsesStage:
             "synapses": s,
             "voxel_size_nm": list(analysis.voxel_size_nm),
             "organelles": analysis.input_layer("organelles"),
+            "syntype": syntype_layer(analysis),
             "models": {k: _model_digest(s[k], name, analysis.root) for k, name in (("model", "synapses"), ("type_model", "synapse_types"))},
             "boxes": [[list(b.start), list(b.stop)] for b in self._boxes(analysis)],
             "shard_annotations_over": analysis.config.chunking.shard_annotations_over,

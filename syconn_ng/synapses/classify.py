@@ -5,7 +5,9 @@ Synapse probability comes from a random forest on the unordered features (`SYNAP
 one side, else 0). The type comes from a second forest on the oriented features
 (`TYPE_FEATURES`: grey levels of the bands beside the cleft, sj size and darkness);
 `type_model = "threshold"` calls a synapse symmetric when its postsynaptic band is nearly as
-bright as the post cell's cytoplasm (ratio above `symmetric_band_ratio`: a thin density).
+bright as the post cell's cytoplasm (ratio above `symmetric_band_ratio`: a thin density). Where
+the myelin_syntype CNN wrote a syntype layer, the type comes from it instead: the mean symmetric
+probability over the junction's voxels against `symmetric_fraction` (SyConn's fraction rule).
 """
 
 from __future__ import annotations
@@ -37,13 +39,19 @@ def synapse_probability(cand: pd.DataFrame, forest) -> np.ndarray:
     return proba[:, forest.classes.index("synapse")]
 
 
-def synapse_type(cand: pd.DataFrame, forest, *, symmetric_band_ratio: float) -> tuple[np.ndarray, np.ndarray]:
-    """(N,) 'asymmetric' / 'symmetric' and (N,) probability of symmetric, from the type forest, or if
-    `forest` is None from the postsynaptic band's darkness relative to the post cell's cytoplasm
+def synapse_type(cand: pd.DataFrame, forest, *, symmetric_band_ratio: float, symmetric_fraction: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) 'asymmetric' / 'symmetric' and (N,) probability of symmetric.
+
+    With a `symmetric_fraction` column (the syntype CNN channel's mean over the junction's voxels):
+    symmetric where it exceeds `symmetric_fraction`. Otherwise from the type forest, or if `forest`
+    is None from the postsynaptic band's darkness relative to the post cell's cytoplasm
     (`band_ratio_post` above `symmetric_band_ratio`: symmetric, probability 0 or 1).
     """
     if len(cand) == 0:
         return np.zeros(0, dtype=object), np.zeros(0)
+    if "symmetric_fraction" in cand and cand["symmetric_fraction"].notna().all():
+        p_sym = cand["symmetric_fraction"].to_numpy(np.float64)
+        return np.where(p_sym > symmetric_fraction, "symmetric", "asymmetric"), p_sym
     if forest is None:
         p_sym = (cand["band_ratio_post"].to_numpy(np.float64) > symmetric_band_ratio).astype(np.float64)
     else:
@@ -71,6 +79,7 @@ def classify_candidates(cand: pd.DataFrame, nodes: pd.DataFrame, *, voxel_size_n
     if isinstance(type_forest, str):
         type_forest = load_synapse_forest(params["type_model"], "synapse_types", root, rule="threshold")
     out["probability"] = np.round(synapse_probability(out, forest), 4)
-    out["type"], p_sym = synapse_type(out, type_forest, symmetric_band_ratio=params["symmetric_band_ratio"])
+    out["type"], p_sym = synapse_type(out, type_forest, symmetric_band_ratio=params["symmetric_band_ratio"],
+                                      symmetric_fraction=params["symmetric_fraction"])
     out["p_symmetric"] = np.round(p_sym, 4)
     return out

@@ -36,15 +36,17 @@ def _group_sum(keys: np.ndarray, values: dict[str, np.ndarray]):
 
 
 def sj_box_sums(sj: np.ndarray, cells: np.ndarray, raw: np.ndarray, sj_prob: np.ndarray, cell_a: np.ndarray,
-                cell_b: np.ndarray, *, inner, voxel_size_nm, band_nm: float) -> dict[str, np.ndarray]:
+                cell_b: np.ndarray, *, inner, voxel_size_nm, band_nm: float, syntype: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Sums over the inner box of one task for every sj object reaching it.
 
     sj, cells: (X, Y, Z) uint64 ids of a box with a halo; raw: (X, Y, Z) uint8 EM; sj_prob:
-    (X, Y, Z) float sj probability in [0, 1]; cell_a, cell_b: the contact pair per voxel
+    (X, Y, Z) float sj probability in [0, 1]; syntype: (X, Y, Z) float probability of a symmetric synapse in
+    [0, 1] (the myelin_syntype CNN's channel) or None; cell_a, cell_b: the contact pair per voxel
     (`contact_voxels`); inner: the slices of the task's own box in these arrays (only its voxels
     are counted, so sums over boxes count each voxel once); band_nm: width of the band beside
     the cleft (the reference band is the next `band_nm`).
-    Returns flat arrays: per sj (`sj_id`, `sj_vx`, `sj_prob_sum`, `sj_raw_sum`); per sj and
+    Returns flat arrays: per sj (`sj_id`, `sj_vx`, `sj_prob_sum`, `sj_raw_sum`, `sj_syntype_sum` (NaN without
+    `syntype`)); per sj and
     contact pair (`ov_sj`, `ov_a`, `ov_b`, `ov_voxels`); per sj and neighbouring cell
     (`side_sj`, `side_cell` and the `SIDE_SUMS`).
     """
@@ -56,7 +58,8 @@ def sj_box_sums(sj: np.ndarray, cells: np.ndarray, raw: np.ndarray, sj_prob: np.
     own = (sj > 0) & in_box
     ids = sj[own]
     uniq, per = _group_sum(ids[:, None], {"sj_vx": np.ones(len(ids)), "sj_prob_sum": sj_prob[own].astype(np.float64),
-                                          "sj_raw_sum": raw[own].astype(np.float64)})
+                                          "sj_raw_sum": raw[own].astype(np.float64),
+                                          "sj_syntype_sum": np.full(len(ids), np.nan) if syntype is None else syntype[own].astype(np.float64)})
     out = {"sj_id": uniq[:, 0].astype(np.uint64), **per}
     on_contact = own & (cell_b > 0)
     keys = np.stack([sj[on_contact], cell_a[on_contact], cell_b[on_contact]], 1)
@@ -107,10 +110,10 @@ def concat_sums(parts: list[dict]) -> dict[str, pd.DataFrame]:
     def table(cols, keys):
         frames = [pd.DataFrame({c: p[c] for c in cols}) for p in parts]
         df = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=cols)
-        return df.groupby(keys, as_index=False).sum() if len(df) else df
+        return df.groupby(keys, as_index=False).sum(min_count=1) if len(df) else df  # NaN stays NaN (no syntype layer)
 
     return {
-        "sj": table(["sj_id", "sj_vx", "sj_prob_sum", "sj_raw_sum"], ["sj_id"]),
+        "sj": table(["sj_id", "sj_vx", "sj_prob_sum", "sj_raw_sum", "sj_syntype_sum"], ["sj_id"]),
         "overlap": table(["ov_sj", "ov_a", "ov_b", "ov_voxels"], ["ov_sj", "ov_a", "ov_b"]),
         "side": table(["side_sj", "side_cell", *SIDE_SUMS], ["side_sj", "side_cell"]),
     }
@@ -194,6 +197,8 @@ def candidate_table(sums: dict[str, pd.DataFrame], pairs: pd.DataFrame, tables: 
     with np.errstate(invalid="ignore", divide="ignore"):
         df["sj_prob_mean"] = np.nan_to_num(s["sj_prob_sum"].to_numpy() / n_seen)
         df["sj_raw_mean"] = np.nan_to_num(s["sj_raw_sum"].to_numpy() / n_seen)
+        # the mean symmetric probability over the junction's voxels (NaN without a syntype layer)
+        df["symmetric_fraction"] = s["sj_syntype_sum"].to_numpy() / n_seen
         df["cs_overlap"] = df["overlap_voxels"].to_numpy() / np.maximum(df["sj_voxels"].to_numpy(), 1)
     sj_site = sj_site or {}
     site_area_um2 = site_area_um2 or {}
