@@ -92,7 +92,7 @@ def test_cells_table_lists_every_traced_cell_with_type_probabilities(analysis):
     meta = json.loads((Path(__file__).resolve().parent.parent / "syconn_ng" / "models" / "celltypes.json").read_text())
     assert list(cells.columns) == ["id", "type", "type_probability", *[f"p_{c}" for c in meta["classes"]], "nodes",
                                    "path_length_um", "axon_um", "dendrite_um", "soma_nodes", "n_in", "n_out", "typeable",
-                                   "untypeable_reason"]
+                                   "untypeable_reason", "symmetric_out_fraction", "sign"]
     nodes = pd.read_csv(analysis.tables_dir / "nodes.csv")
     assert sorted(cells["id"]) == sorted(nodes["cell"].unique())
     assert cells.set_index("id")["nodes"].to_dict() == nodes.groupby("cell").size().to_dict()

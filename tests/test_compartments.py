@@ -206,7 +206,7 @@ def test_compartments_table_has_one_row_per_traced_node(analysis):
     nodes = pd.read_csv(analysis.tables_dir / "nodes.csv")
     table = pd.read_csv(analysis.tables_dir / "compartments.csv")
     assert list(table.columns) == ["cell", "node", "compartment", "probability", "p_axon", "p_dendrite", "p_soma",
-                                   "p_spine_head", "p_spine_neck"]
+                                   "p_spine_head", "p_spine_neck", "myelin", "myelinated"]
     assert table[["cell", "node"]].equals(nodes[["cell", "node"]])
     p = table[[c for c in table.columns if c.startswith("p_")]].to_numpy()
     assert np.allclose(p.sum(axis=1), 1.0, atol=2e-3)
@@ -244,7 +244,7 @@ def test_compartment_skeletons_carry_a_compartment_vertex_attribute(analysis):
 
     d = Path(analysis.root) / "layers" / "cells" / "skeletons_compartments"
     info = json.loads((d / "info").read_text())
-    assert [a["id"] for a in info["vertex_attributes"]] == ["radius", "compartment"]
+    assert [a["id"] for a in info["vertex_attributes"]] == ["radius", "compartment", "myelin"]
     assert {a["data_type"] for a in info["vertex_attributes"]} == {"float32"}  # Neuroglancer's renderer refuses 8-bit attributes
     table = pd.read_csv(analysis.tables_dir / "compartments.csv")
     cell = int(table.groupby("cell").size().idxmax())

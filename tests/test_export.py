@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from browser import chromium  # noqa: F401  (the session's browser fixture)
 
-from syconn_ng.viewer_state import (COMPARTMENT_SHADER, LAYER_NAMES, existing_layers, layer_specs, type_colours,
-                                    viewer_state)
+from syconn_ng.compartments.outputs import skeleton_shader
+from syconn_ng.viewer_state import LAYER_NAMES, existing_layers, layer_specs, type_colours, viewer_state
 
 VS = (10.0, 10.0, 20.0)
 
@@ -41,7 +41,7 @@ def test_layer_specs_list_existing_layers_in_drawing_order_with_their_urls(tmp_p
     assert by["raw"] == {"type": "image", "name": "raw", "source": "precomputed://http://127.0.0.1:9/raw", "visible": True}
     assert by["sj"]["type"] == "segmentation" and by["sj"]["visible"] is False
     assert by["cells"]["source"] == ["precomputed://http://127.0.0.1:9/cells"]
-    assert by["cells"]["skeletonRendering"]["shader"] == COMPARTMENT_SHADER
+    assert by["cells"]["skeletonRendering"]["shader"] == skeleton_shader(myelin=False)  # its skeletons have no myelin
     assert by["synapses"]["type"] == "annotation"
     assert by["synapses"]["linkedSegmentationLayer"] == {"pre_cell": "cells", "post_cell": "cells"}
     assert "prop_type()" in by["synapses"]["shader"]
@@ -52,8 +52,10 @@ def test_layer_specs_list_existing_layers_in_drawing_order_with_their_urls(tmp_p
 def test_compartment_shader_colours_every_compartment_of_the_vocabulary_distinctly():
     from syconn_ng.synth.geometry import COMPARTMENTS
 
-    colours = [line.split("vec3(")[1] for line in COMPARTMENT_SHADER.splitlines() if "if (c ==" in line]
-    assert len(colours) == len(COMPARTMENTS) == len(set(colours))
+    for shader in (skeleton_shader(myelin=False), skeleton_shader(myelin=True)):
+        colours = [line.split("vec3(")[1] for line in shader.splitlines() if "if (c ==" in line]
+        assert len(colours) == len(COMPARTMENTS) == len(set(colours))
+    assert "color_by_myelin" in skeleton_shader(myelin=True) and "myelin" not in skeleton_shader(myelin=False)
 
 
 def test_cells_are_coloured_by_type_with_uint64_ids_as_strings(tmp_path):
@@ -67,8 +69,10 @@ def test_cells_are_coloured_by_type_with_uint64_ids_as_strings(tmp_path):
 def test_analysis_layout_shows_the_compartment_skeletons_not_the_hull_skeletons(tmp_path):
     root = _fake_folder(tmp_path, ["cells", "mi"], layout="analysis")
     (root / "layers" / "cells" / "skeletons_compartments").mkdir()
-    (root / "layers" / "cells" / "skeletons_compartments" / "info").write_text("{}")
+    (root / "layers" / "cells" / "skeletons_compartments" / "info").write_text(
+        json.dumps({"vertex_attributes": [{"id": "compartment"}, {"id": "myelin"}]}))
     cells = layer_specs(root, lambda n: f"precomputed://http://h/layers/{n}")[1]
+    assert cells["skeletonRendering"]["shader"] == skeleton_shader(myelin=True)
     plain, skeletons = cells["source"]
     assert plain["url"] == "precomputed://http://h/layers/cells"
     assert plain["subsources"]["skeletons"] is False and plain["subsources"]["mesh"] is True
@@ -90,7 +94,7 @@ def test_viewer_state_is_a_complete_state_neuroglancer_parses(tmp_path):
     parsed = neuroglancer.ViewerState(state)
     assert [l.name for l in parsed.layers] == ["raw", "cells", "synapses"]
     assert [int(s) for s in parsed.layers["cells"].segments] == [5, 2**64 - 1]
-    assert parsed.layers["cells"].skeleton_shader == COMPARTMENT_SHADER
+    assert parsed.layers["cells"].skeleton_shader == skeleton_shader(myelin=False)
     assert dict(parsed.layers["synapses"].linked_segmentation_layer) == {"pre_cell": "cells", "post_cell": "cells"}
     assert parsed.layout.type == "4panel"
     assert set(LAYER_NAMES) >= {l["name"] for l in layers}
@@ -198,7 +202,7 @@ def test_exported_skeletons_carry_the_compartment_of_every_node(oracle_analysis,
     ids = sorted(int(p.name) for p in skel_dir.iterdir() if p.name.isdigit())
     cv = _vol(exported / "cells")
     attributes = cv.skeleton.meta.info["vertex_attributes"]
-    assert [a["id"] for a in attributes] == ["radius", "compartment"]
+    assert [a["id"] for a in attributes] == ["radius", "compartment", "myelin"]
     assert {a["data_type"] for a in attributes} == {"float32"}, "the client refuses 8-bit skeleton attributes"
     seen = set()
     for cell in ids:
@@ -411,7 +415,7 @@ def test_an_analysis_with_missing_stages_exports_what_exists_and_says_what_is_mi
     out = tmp_path / "out"
     assert (out / "cells" / "info").is_file() and not (out / "synapses").exists() and not (out / "synapses.csv").exists()
     state = json.loads((out / "state.json").read_text())
-    assert [l["name"] for l in state["layers"]] == ["raw", "mi", "vc", "sj", "cells"]
+    assert [l["name"] for l in state["layers"]] == ["raw", "myelin", "mi", "vc", "sj", "cells"]
     assert "tables/synapses.csv missing" in (out / "README.md").read_text()
     assert json.loads((out / "export.json").read_text())["missing"]
 
@@ -498,7 +502,7 @@ def test_neuroglancer_client_draws_the_exported_synapses_and_cell_meshes_from_a_
     exported = request.getfixturevalue("exported" if form == "unsharded" else "exported_sharded")
     viewer = neuroglancer_viewer()
     state = load_exported_state(exported, viewer)
-    assert {l["name"] for l in state["layers"]} == {"raw", "mi", "vc", "sj", "cells", "synapses"}
+    assert {l["name"] for l in state["layers"]} == {"raw", "myelin", "mi", "vc", "sj", "cells", "synapses"}
     chromium.get(viewer.get_viewer_url())
     # synapses: each at its expected screen position (off the panel centre), in its type's colour
     scale = 0.25  # voxels per screen pixel

@@ -132,10 +132,14 @@ def load_synthetic(folder, task: str) -> LabelledVolume:
     return LabelledVolume(f"{folder.name}", raw, target)
 
 
+SYNTYPE_REACH = (3, 3, 1)  # voxels x y z around a junction where the syntype channel is learnt
+
+
 def _myelin_syntype_truth(folder: Path, raw: np.ndarray) -> LabelledVolume:
-    """Targets myelin (sheaths) and syntype (1 on the junction voxels of symmetric synapses, 0 on asymmetric
-    ones); the syntype channel is learnt only on junction voxels."""
+    """Targets myelin (sheaths) and syntype (1 near the junctions of symmetric synapses, 0 near asymmetric
+    ones); the syntype channel is learnt only within SYNTYPE_REACH of a junction."""
     import pandas as pd
+    from scipy import ndimage
 
     from syconn_ng.layers import layer_box, open_layer, read_box
 
@@ -146,9 +150,10 @@ def _myelin_syntype_truth(folder: Path, raw: np.ndarray) -> LabelledVolume:
     syn = pd.read_csv(folder / "truth" / "synapses.csv", usecols=["sj_id", "type"])
     symmetric = np.zeros(int(max(sj.max(), syn["sj_id"].max() if len(syn) else 0)) + 1, dtype=bool)
     symmetric[syn["sj_id"].to_numpy(np.int64)] = syn["type"].to_numpy() == "symmetric"
-    junction = sj > 0
-    target = np.stack([myelin, symmetric[sj] & junction], axis=3)
-    mask = np.stack([np.ones_like(junction), junction], axis=3)
+    # the junction's neighbourhood, so the label covers the postsynaptic density that tells the types apart
+    near = np.where(sj > 0, sj, ndimage.grey_dilation(sj, footprint=np.ones([2 * r + 1 for r in SYNTYPE_REACH], bool)))
+    target = np.stack([myelin, symmetric[near] & (near > 0)], axis=3)
+    mask = np.stack([np.ones_like(myelin), near > 0], axis=3)
     return LabelledVolume(f"{folder.name}", raw, target, mask)
 
 
@@ -552,7 +557,9 @@ RECIPES: dict[str, tuple[SyntheticRecipe, TrainSettings]] = {
     "barrier": (SyntheticRecipe(), TrainSettings(iterations=600, threads=1)),
     "organelles": (SyntheticRecipe(synapses_per_um3=4.0), TrainSettings(iterations=1500, threads=1)),
     # half the width: a sheath and a junction's density are local, and the stage then costs a quarter of the others
-    "myelin_syntype": (SyntheticRecipe(synapses_per_um3=4.0, myelin=True), TrainSettings(width=8, iterations=1200, threads=2)),
+    # a tissue holds ~10 synapses, so the type channel learns from 15 of them (~150 junctions)
+    "myelin_syntype": (SyntheticRecipe(train_seeds=[101, 102, 103, *range(105, 117)], synapses_per_um3=4.0, myelin=True),
+                       TrainSettings(width=8, iterations=1200, threads=2)),
 }
 
 
