@@ -121,18 +121,18 @@ def idle_probe(stage_name: str, hold_s: float) -> tuple[int, int]:
     return os.getpid(), psutil.Process().memory_info().rss
 
 
-def bench_stage(analysis, name: str, workers: int, voxels: int) -> dict:
+def bench_stage(analysis, name: str, workers: int, voxels: int, *, executor: str = "local") -> dict:
     """Run stage `name` on a fresh pool of `workers` processes; its times, CPU and memory (see module docstring).
 
-    The pool is started (and each worker's idle RSS measured) before the clock starts, so the time
-    is the stage's own work; a fresh pool per stage keeps one stage's memory out of the next one's peak.
+    executor: "local" (the process pool) or "dask" (a `distributed.LocalCluster` of `workers` single-threaded
+    worker processes on 127.0.0.1). The pool or cluster is started (and each worker's idle RSS measured) before
+    the clock starts, so the time is the stage's own work; a fresh one per stage keeps one stage's memory out of
+    the next one's peak.
     """
-    from syconn_ng.engine import LocalExecutor
     from syconn_ng.pipeline import run_pipeline
 
-    ex = LocalExecutor(workers)
+    ex, idle = _fresh_executor(executor, workers, name)
     try:
-        idle = dict(r for _, r in ex.map_unordered(idle_probe, [(name, 0.5)] * workers) if isinstance(r, tuple))
         load0 = load_average()
         with ProcessSampler() as s:
             summary = run_pipeline(analysis, [name], executor=ex, progress=False)
@@ -152,6 +152,23 @@ def bench_stage(analysis, name: str, workers: int, voxels: int) -> dict:
             "above_idle_worker_mib": round(max(peak - idle_rss, 0) / 2**20, 1),
             "peak_rss_driver_mib": round(s.driver_peak_rss / 2**20, 1),
             "load_average": [load0, load_average()]}
+
+
+def _fresh_executor(kind: str, workers: int, stage_name: str):
+    """(executor, {worker pid: idle RSS bytes}) for one benchmarked stage."""
+    if kind == "dask":
+        from distributed import LocalCluster
+
+        from syconn_ng.engine.executors import DaskExecutor
+
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None)
+        ex = DaskExecutor(cluster=cluster)
+        return ex, dict(ex.client.run(idle_probe, stage_name, 0.0).values())
+    from syconn_ng.engine import LocalExecutor
+
+    ex = LocalExecutor(workers)
+    return ex, dict(r for _, r in ex.map_unordered(idle_probe, [(stage_name, 0.5)] * workers) if isinstance(r, tuple))
 
 
 class InlineExecutor:
@@ -244,7 +261,8 @@ def pipeline_totals(stages: list[dict], voxels: int, workers: int) -> dict:
 
 
 def bench_shape(shape, *, workdir: Path, workers: int, oracle: bool, seed: int = BENCH_SEED,
-                task_size=(128, 128, 128), stages: list[str] | None = None, profile: str | None = None, echo=print) -> dict:
+                task_size=(128, 128, 128), stages: list[str] | None = None, profile: str | None = None, executor: str = "local",
+                echo=print) -> dict:
     """Generate a tissue of `shape` in `workdir` and run the pipeline (`stages`, default all) stage by stage.
 
     `oracle`: the true barrier and organelle layers replace the CNN stages (which are then not run).
@@ -269,13 +287,14 @@ def bench_shape(shape, *, workdir: Path, workers: int, oracle: bool, seed: int =
     analysis, _ = apply_overrides(Analysis.open(workdir), oracle="barrier,organelles" if oracle else "none")
     names = [n for n in (stages or select_stages()) if not (oracle and n in CNN_STAGES)]
     echo(f"{'x'.join(map(str, shape))}: {voxels / 1e6:.1f} Mvox, {stats['cells']} cells, generated in {generation_s:.1f} s; "
-         f"stages {', '.join(names)} on {workers} worker(s){' (oracle barrier, organelles)' if oracle else ''}")
+         f"stages {', '.join(names)} on {workers} {'LocalCluster ' if executor == 'dask' else ''}worker(s)"
+         f"{' (oracle barrier, organelles)' if oracle else ''}")
     from syconn_ng.errors import SyconnError
 
     rows, error = [], None
     for name in names:
         try:
-            row = bench_stage(analysis, name, workers, voxels)
+            row = bench_stage(analysis, name, workers, voxels, executor=executor)
         except SyconnError as err:  # later stages need this one's outputs: keep what was measured, say why it stopped
             error = {"stage": name, "error": str(err)[:2000]}
             echo(f"  {name}: failed, the later stages are not run: {str(err).splitlines()[0]}")
@@ -283,7 +302,7 @@ def bench_shape(shape, *, workdir: Path, workers: int, oracle: bool, seed: int =
         rows.append(row)
         echo("  " + format_row(row))
     result = {"kind": "pipeline", "shape": list(shape), "voxels": voxels, "seed": seed, "oracle": oracle,
-              "workers": workers, "task_size": list(cfg.chunking.task_size), "chunk_size": list(cfg.chunking.chunk_size),
+              "workers": workers, "executor": executor, "task_size": list(cfg.chunking.task_size), "chunk_size": list(cfg.chunking.chunk_size),
               "generation_s": round(generation_s, 2), "counts": _counts(workdir), "stages": rows,
               "totals": pipeline_totals(rows, voxels, workers), "machine": machine_info(),
               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
@@ -324,9 +343,10 @@ def summary_lines(result: dict) -> list[str]:
 
 
 def result_path(out_dir: Path, result: dict) -> Path:
-    """`<out_dir>/<date>_<X>x<Y>x<Z>[_oracle].json`."""
+    """`<out_dir>/<date>_<X>x<Y>x<Z>[_oracle][_dask].json`."""
     shape = "x".join(map(str, result["shape"]))
-    return Path(out_dir) / f"{result['date'][:10]}_{shape}{'_oracle' if result['oracle'] else ''}.json"
+    dask = "_dask" if result.get("executor") == "dask" else ""
+    return Path(out_dir) / f"{result['date'][:10]}_{shape}{'_oracle' if result['oracle'] else ''}{dask}.json"
 
 
 def save_result(result: dict, path: Path) -> Path:

@@ -151,8 +151,9 @@ class SynapsesConfig:
     model: str = _f("", "synapse forest (.skops); '' = the bundled one (synthetic tissue); 'none' = rule: an sj on a contact with a vesicle cloud")
     type_model: str = _f("", "synapse-type forest (.skops); '' = the bundled one; 'threshold' = the symmetric_band_ratio rule; "
                              "used only without a syntype layer")
-    symmetric_fraction: float = _f(0.5, "with a syntype layer (the myelin_syntype CNN): a synapse is symmetric when the mean symmetric "
-                                        "probability over its junction's voxels exceeds this (SyConn: 0.225 for its own CNN)")
+    symmetric_fraction: float = _f(0.0, "with a syntype layer (the myelin_syntype CNN): a synapse is symmetric when the mean symmetric "
+                                        "probability over its junction's voxels exceeds this; 0 = the threshold calibrated with the model "
+                                        "(stored in its file and the syntype layer's info; bundled model: docs/myelin.md; SyConn: 0.225 for its own CNN)")
 
 
 @dataclass

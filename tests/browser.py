@@ -164,3 +164,35 @@ def wait_for_pixel(driver, x: int, y: int, rgb, timeout: float = 60.0, *, tolera
             seen = img[y, x].tolist() if 0 <= y < img.shape[0] and 0 <= x < img.shape[1] else "outside the page"
             raise AssertionError(f"pixel ({x}, {y}) is {seen}, expected {list(rgb)} ± {tolerance} within {timeout} s")
         time.sleep(0.2)  # polling interval, not a wait for the data
+
+
+def chroma_pixels(img: np.ndarray, rgb, *, tolerance: float = 0.08, min_level: int = 40) -> int:
+    """Pixels whose colour is `rgb` (0..1) up to brightness (a lit mesh is the colour times its shading)."""
+    level = img.max(axis=2).astype(np.float64)
+    lit = level >= min_level
+    norm = img[lit].astype(np.float64) / level[lit, None]
+    want = np.asarray(rgb, dtype=np.float64) / max(rgb)
+    return int(np.all(np.abs(norm - want) <= tolerance, axis=1).sum())
+
+
+def wait_for_chroma(driver, rgb, *, at_least: int, absent=None, timeout: float = 60.0) -> np.ndarray:
+    """Poll screenshots until at least `at_least` pixels have the chroma of `rgb` and none that of `absent`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        img = screenshot(driver)
+        n = chroma_pixels(img, rgb)
+        other = chroma_pixels(img, absent) if absent is not None else 0
+        if n >= at_least and other == 0:
+            return img
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{n} pixels of colour {rgb} (wanted {at_least}), {other} of {absent} (wanted 0)")
+        time.sleep(0.2)  # polling interval
+
+
+def wait_for_text(driver, text: str, timeout: float = 30.0) -> None:
+    """Poll until the page's text contains `text`."""
+    deadline = time.monotonic() + timeout
+    while text not in driver.execute_script("return document.body.innerText"):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the page never showed {text!r}")
+        time.sleep(0.2)  # polling interval

@@ -60,3 +60,20 @@ def test_bench_report_writes_tables_and_scaling_plot_from_saved_results(bench_ru
     assert "| stage |" in proc.stdout and "64×64×64" in proc.stdout
     for r in result["stages"]:
         assert f"| {r['stage']} |" in proc.stdout
+
+
+def test_bench_on_a_local_dask_cluster_measures_its_worker_processes(tmp_path):
+    """`--executor dask`: every stage on a fresh distributed.LocalCluster; the worker processes' memory is what is measured."""
+    from syconn_ng.stages import available
+
+    proc = subprocess.run([sys.executable, "-m", "syconn_ng", "bench", "--shape", "64,64,32", "--oracle", "--executor", "dask",
+                           "--workers", "1", "--out-dir", str(tmp_path)], capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (path,) = tmp_path.glob("*.json")
+    assert path.name.endswith("_64x64x32_oracle_dask.json") and "LocalCluster" in proc.stdout
+    result = json.loads(path.read_text())
+    assert result["executor"] == "dask" and result["oracle"] is True
+    assert [r["stage"] for r in result["stages"]] == [s for s in available() if s not in ("barrier", "organelles", "myelin_syntype")]
+    for r in result["stages"]:
+        assert r["peak_rss_worker_mib"] >= r["idle_rss_worker_mib"] > 20, r  # the LocalCluster's worker, not nothing
+        assert r["tasks"] >= 1 or r["stage"] == "scales", r

@@ -445,42 +445,6 @@ def test_export_to_an_in_memory_cloud_backend_reads_back(oracle_analysis):
 
 # ---------------------------------------------------------------- export: Neuroglancer's own client on a static server
 
-def _chroma_pixels(img: np.ndarray, rgb, *, tolerance: float = 0.08, min_level: int = 40) -> int:
-    """Pixels whose colour is `rgb` (0..1) up to brightness (a lit mesh is the colour times its shading)."""
-    level = img.max(axis=2).astype(np.float64)
-    lit = level >= min_level
-    norm = img[lit].astype(np.float64) / level[lit, None]
-    want = np.asarray(rgb, dtype=np.float64) / max(rgb)
-    return int(np.all(np.abs(norm - want) <= tolerance, axis=1).sum())
-
-
-def _wait_for_chroma(driver, rgb, *, at_least: int, absent=None, timeout: float = 60.0) -> np.ndarray:
-    import time
-
-    from browser import screenshot
-
-    deadline = time.monotonic() + timeout
-    while True:
-        img = screenshot(driver)
-        n = _chroma_pixels(img, rgb)
-        other = _chroma_pixels(img, absent) if absent is not None else 0
-        if n >= at_least and other == 0:
-            return img
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{n} pixels of colour {rgb} (wanted {at_least}), {other} of {absent} (wanted 0)")
-        time.sleep(0.2)  # polling interval
-
-
-def _wait_for_text(driver, text: str, timeout: float = 30.0) -> None:
-    import time
-
-    deadline = time.monotonic() + timeout
-    while text not in driver.execute_script("return document.body.innerText"):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the page never showed {text!r}")
-        time.sleep(0.2)  # polling interval
-
-
 def load_exported_state(exported: Path, viewer) -> dict:
     """state.json of an export with its sources pointed at a static server for the folder, set on `viewer`."""
     import neuroglancer
@@ -494,7 +458,7 @@ def load_exported_state(exported: Path, viewer) -> dict:
 @pytest.mark.parametrize("form", ["unsharded", "sharded"])
 def test_neuroglancer_client_draws_the_exported_synapses_and_cell_meshes_from_a_static_server(oracle_analysis, form, request, chromium):
     import pandas as pd
-    from browser import neuroglancer_viewer, panel_centre, wait_for_pixel
+    from browser import neuroglancer_viewer, panel_centre, wait_for_chroma, wait_for_pixel, wait_for_text
 
     from syconn_ng.compartments.outputs import TYPE_RGBA
     from syconn_ng.viewer_state import SYNAPSE_RGB
@@ -528,10 +492,10 @@ def test_neuroglancer_client_draws_the_exported_synapses_and_cell_meshes_from_a_
         s.show_slices = False
         s.layers["synapses"].visible = False
         s.layers["cells"].segments = [int(first.id)]
-    _wait_for_chroma(chromium, TYPE_RGBA[first.type][:3], at_least=100, absent=TYPE_RGBA[second.type][:3])
+    wait_for_chroma(chromium, TYPE_RGBA[first.type][:3], at_least=100, absent=TYPE_RGBA[second.type][:3])
     with viewer.txn() as s:
         s.layers["cells"].segments = [int(second.id)]
-    _wait_for_chroma(chromium, TYPE_RGBA[second.type][:3], at_least=100, absent=TYPE_RGBA[first.type][:3])
+    wait_for_chroma(chromium, TYPE_RGBA[second.type][:3], at_least=100, absent=TYPE_RGBA[first.type][:3])
     # segment properties: the client lists the cells of a type for the query "#TYPE"
     n_type = int((cells.type == first.type).sum())
     with viewer.txn() as s:
@@ -539,12 +503,12 @@ def test_neuroglancer_client_draws_the_exported_synapses_and_cell_meshes_from_a_
         s.selected_layer.visible = True
         s.layers["cells"].tab = "segments"
         s.layers["cells"].segment_query = f"#{first.type}"
-    _wait_for_text(chromium, f"{n_type} match /{len(cells)} total ids")
+    wait_for_text(chromium, f"{n_type} match /{len(cells)} total ids")
     # every sub-source loads (8-bit skeleton attributes would show "Data type not supported by WebGL" here)
     with viewer.txn() as s:
         s.layers["cells"].tab = "source"
-    _wait_for_text(chromium, "skeletons")
-    _wait_for_text(chromium, "segment property map")
+    wait_for_text(chromium, "skeletons")
+    wait_for_text(chromium, "segment property map")
     assert "not supported" not in chromium.execute_script("return document.body.innerText")
     if form == "unsharded" and os.environ.get("SYCONN_DOCS_IMG"):  # docs/export.md's picture: the state as exported, at a synapse
         _docs_screenshot(viewer, state, _synapses(oracle_analysis).iloc[0], chromium, Path(os.environ["SYCONN_DOCS_IMG"]))

@@ -84,6 +84,36 @@ def test_synapse_type_follows_the_fraction_rule_when_there_is_a_syntype_layer():
     assert list(types) == ["asymmetric", "asymmetric", "symmetric"]
 
 
+def test_the_symmetric_fraction_threshold_is_calibrated_for_balanced_accuracy():
+    from syconn_ng.cnn.evaluate import calibrate_symmetric_fraction
+
+    # a channel that keeps asymmetric junctions near 0.5: the threshold goes between the classes, not at 0.5
+    frac = [0.45, 0.5, 0.52, 0.7, 0.8, 0.9, 0.95, 0.97]
+    sym = [0, 0, 0, 1, 1, 1, 1, 1]
+    assert calibrate_symmetric_fraction(frac, sym) == 0.61
+    # overlapping classes: 0.4 and 0.625 both get 9 of 10 right, but 0.625 misses 1 of 7 symmetric junctions
+    # where 0.4 misses 1 of 3 asymmetric ones, so its balanced accuracy is higher
+    frac, sym = [0.2, 0.6, 0.3, 0.5, 0.7, 0.8, 0.9, 0.65, 0.75, 0.85], [0, 0, 0, 1, 1, 1, 1, 1, 1, 1]
+    assert calibrate_symmetric_fraction(frac, sym) == 0.625
+    assert calibrate_symmetric_fraction([0.3, 0.9], [1, 1]) == 0.5  # one class only: nothing to calibrate
+
+
+def test_the_fraction_rule_takes_the_threshold_recorded_with_the_syntype_layer_unless_configured(tmp_path):
+    from syconn_ng.layers import create_layer
+    from syconn_ng.stages.synapses import syntype_threshold
+
+    layer = tmp_path / "syntype"
+    create_layer(layer, layer_type="image", dtype=np.uint8, voxel_size_nm=(10, 10, 20), shape=(8, 8, 8),
+                 extra_info={"syconn_ng": {"channels": ["syntype"], "symmetric_fraction": 0.62}})
+    assert syntype_threshold(str(layer), 0.0) == 0.62
+    assert syntype_threshold(str(layer), 0.3) == 0.3  # the config wins when set
+    assert syntype_threshold("", 0.0) == 0.5
+    old = tmp_path / "old"
+    create_layer(old, layer_type="image", dtype=np.uint8, voxel_size_nm=(10, 10, 20), shape=(8, 8, 8),
+                 extra_info={"syconn_ng": {"channels": ["syntype"]}})
+    assert syntype_threshold(str(old), 0.0) == 0.5  # a layer from a model without a calibration
+
+
 def test_cell_sign_weights_outgoing_synapses_by_area():
     from syconn_ng.compartments.celltype_features import cell_signs
 
@@ -236,3 +266,48 @@ def test_myelin_feature_helps_the_compartments(myelin_run, myelin_tissue, tmp_pa
     without = evaluate_analysis(off, myelin_tissue, modules=("compartments",))["compartments"]
     assert with_myelin["accuracy"] >= without["accuracy"], (with_myelin["accuracy"], without["accuracy"])
     assert with_myelin["f1"]["axon"] >= without["f1"]["axon"]
+
+
+# ---------------------------------------------------------------- Neuroglancer's own client draws the new layers
+
+def test_neuroglancer_draws_the_myelin_layer_and_colours_skeletons_by_myelin(myelin_run, tmp_path, chromium):
+    """The export of the myelinated run in Neuroglancer: the myelin overlay in its colour where the layer is full,
+    nothing where it is empty; a myelinated cell's skeleton purple with `color_by_myelin`, axon-blue without."""
+    import neuroglancer
+    from browser import neuroglancer_viewer, panel_centre, serve_folder, wait_for_chroma, wait_for_pixel
+    from scipy import ndimage
+
+    from syconn_ng.compartments.outputs import COMPARTMENT_RGB, MYELIN_RGB
+    from syconn_ng.export import export_analysis
+    from syconn_ng.layers import layer_box, open_layer, read_box
+
+    out = tmp_path / "export"
+    export_analysis(myelin_run, out, layers=["raw", "myelin", "cells", "synapses"], url_prefix="http://prefix.invalid")
+    state = json.loads((out / "state.json").read_text().replace("http://prefix.invalid", serve_folder(out)))
+    assert [layer["name"] for layer in state["layers"]] == ["raw", "myelin", "cells", "synapses"]
+    # the myelin overlay alone on black: a voxel amid full myelin shows MYELIN_RGB, one amid none shows black
+    myelin = read_box(vol := open_layer(out / "myelin"), layer_box(vol))[..., 0]
+    full = np.argwhere(ndimage.minimum_filter(myelin, size=(7, 7, 1)) == 255)
+    empty = np.argwhere(ndimage.maximum_filter(myelin, size=(7, 7, 1)) == 0)
+    assert len(full) and len(empty)
+    for layer in state["layers"]:
+        layer["visible"] = layer["name"] == "myelin"
+    state["layers"][1]["opacity"] = 1.0
+    viewer = neuroglancer_viewer()
+    viewer.set_state(neuroglancer.ViewerState(dict(state, layout="xy", crossSectionScale=0.25, showAxisLines=False)))
+    chromium.get(viewer.get_viewer_url())
+    cx, cy = panel_centre(chromium)
+    for voxel, rgb in ((full[len(full) // 2], tuple(round(255 * c) for c in MYELIN_RGB)), (empty[len(empty) // 2], (0, 0, 0))):
+        with viewer.txn() as s:
+            s.position = (voxel + 0.5).tolist()
+        wait_for_pixel(chromium, int(cx), int(cy), rgb, timeout=120, tolerance=8)
+    # a myelinated cell's skeleton in 3D, meshes off: purple by myelin, blue (axon) by compartment
+    comp = pd.read_csv(myelin_run / "tables" / "compartments.csv")
+    cell = int(comp.loc[comp["myelinated"] == 1].groupby("cell").size().idxmax())
+    cells = state["layers"][2]
+    cells["visible"], cells["objectAlpha"], cells["segments"] = True, 0.0, [str(cell)]
+    state["layers"][1]["visible"] = False
+    for by_myelin, want, other in ((True, MYELIN_RGB, COMPARTMENT_RGB[0]), (False, COMPARTMENT_RGB[0], MYELIN_RGB)):
+        cells["skeletonRendering"]["shaderControls"] = {"color_by_myelin": by_myelin}
+        viewer.set_state(neuroglancer.ViewerState(dict(state, layout="3d", showSlices=False)))
+        wait_for_chroma(chromium, want, at_least=20, absent=other, timeout=120)

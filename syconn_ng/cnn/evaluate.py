@@ -78,6 +78,43 @@ def symmetric_fractions(syntype: np.ndarray, sj_objects: np.ndarray) -> tuple[np
     return ids[keep], sums[keep] / counts[keep] / 255.0
 
 
+def calibrate_symmetric_fraction(fractions, symmetric) -> float:
+    """The symmetric-fraction threshold that best separates junctions of known type (highest balanced accuracy;
+    among equally good thresholds the middle one): a model's channel is calibrated on tissues it did not learn from."""
+    f = np.asarray(fractions, dtype=np.float64)
+    y = np.asarray(symmetric, dtype=bool)
+    if not y.any() or y.all():
+        return 0.5
+    u = np.unique(f)
+    cands = np.concatenate([[u[0] - 1e-3], (u[:-1] + u[1:]) / 2, [u[-1] + 1e-3]])
+    pred = f[None, :] > cands[:, None]
+    balanced = ((pred & y).sum(1) / y.sum() + (~pred & ~y).sum(1) / (~y).sum()) / 2
+    best = np.flatnonzero(balanced >= balanced.max() - 1e-12)
+    return float(np.clip(round(cands[best[len(best) // 2]], 3), 0.0, 1.0))
+
+
+def junction_fractions(model_path, folders, *, device: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """(symmetric fractions, is symmetric) of every true junction of synthetic tissue folders under a
+    myelin_syntype model: its syntype channel averaged over each junction's true voxels."""
+    import pandas as pd
+
+    from syconn_ng.cnn.inference import Predictor, predict_volume
+    from syconn_ng.cnn.modelfile import load_model
+    from syconn_ng.cnn.train import read_stack
+
+    module, info = load_model(model_path, task="myelin_syntype")
+    predictor = Predictor.from_model(module, info, batch_size=1, device=device)
+    fr, sym = [], []
+    for folder in folders:
+        prob = predict_volume(predictor, read_stack(Path(folder) / "raw"))
+        truth = read_truth(folder, "myelin_syntype")
+        ids, frac = symmetric_fractions(prob[..., info.channels.index("syntype")], truth["sj"])
+        types = pd.read_csv(truth["synapses"], usecols=["sj_id", "type"]).set_index("sj_id")["type"]
+        fr.append(frac)
+        sym.append(types.reindex(ids).to_numpy() == "symmetric")
+    return np.concatenate(fr) if fr else np.zeros(0), np.concatenate(sym) if sym else np.zeros(0, bool)
+
+
 def score_myelin_syntype(prob: np.ndarray, truth: dict, channels, *, symmetric_fraction: float = 0.5) -> dict:
     """Myelin voxel scores; synapse-type accuracy of the fraction rule over each true junction's voxels
     (symmetric when the mean symmetric probability exceeds `symmetric_fraction`) and voxel scores there."""
@@ -113,5 +150,5 @@ def evaluate_on_tissue(model_path, folder, *, task: str, device: str = "auto", b
     if task == "barrier":
         return {"barrier": {"voxel": score_barrier(prob, truth)}}
     if task == "myelin_syntype":
-        return score_myelin_syntype(prob, truth, info.channels)
+        return score_myelin_syntype(prob, truth, info.channels, symmetric_fraction=info.training.get("symmetric_fraction", 0.5))
     return score_organelles(prob, truth, objects_config or ObjectsConfig())

@@ -24,6 +24,8 @@ def _shapes(ctx, param, values):
 @click.option("--oracle", is_flag=True, help="Feed the true barrier and organelle layers instead of running the CNNs.")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True, help="Worker processes (0 = all cores).")
 @click.option("--seed", type=int, default=None, help="Tissue seed (default 3, an evaluation seed).")
+@click.option("--executor", type=click.Choice(("local", "dask")), default="local", show_default=True,
+              help="local: a process pool per stage; dask: a distributed.LocalCluster per stage (scheduler and workers on 127.0.0.1).")
 @click.option("--task-size", default="128,128,128", show_default=True, callback=_triple(int), help="Voxels per volume task.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
               help="Write all results into this one file (default: benchmarks/results/<date>_<shape>.json per shape).")
@@ -33,7 +35,7 @@ def _shapes(ctx, param, values):
 @click.option("--report", is_flag=True, help="Run nothing: read --out-dir's results, print Markdown tables, write --plot.")
 @click.option("--profile", default=None, metavar="STAGE", help="After each shape, redo STAGE in one process under cProfile and print its hot spots.")
 @click.option("--plot", default=None, type=click.Path(dir_okay=False), help="Scaling plot of the results (e.g. docs/img/scaling.png).")
-def bench(shapes, oracle, workers, seed, task_size, json_out, out_dir, workdir, report, profile, plot):
+def bench(shapes, oracle, workers, seed, executor, task_size, json_out, out_dir, workdir, report, profile, plot):
     """Generate synthetic tissue of each --shape, run every pipeline stage on it (each on a fresh process pool) and
     print per stage: wall time, Mvox/s per core, CPU seconds, peak RSS per worker (and an idle worker's); for the
     whole pipeline Gvox/h per core with and without the CNNs, against SyConn2's published rates. JSON results carry
@@ -62,11 +64,11 @@ def bench(shapes, oracle, workers, seed, task_size, json_out, out_dir, workdir, 
     results = []
     try:
         for shape in shapes:
-            tissue = root / f"{'x'.join(map(str, shape))}{'_oracle' if oracle else ''}"
+            tissue = root / f"{'x'.join(map(str, shape))}{'_oracle' if oracle else ''}{'_dask' if executor == 'dask' else ''}"
             shutil.rmtree(tissue, ignore_errors=True)
             result = bench_shape(shape, workdir=tissue, workers=workers, oracle=oracle,
                                  seed=BENCH_SEED if seed is None else seed, task_size=task_size, profile=profile,
-                                 echo=click.echo)
+                                 executor=executor, echo=click.echo)
             results.append(result)
             for line in summary_lines(result) + (profile_lines(result["profile"]) if profile else []):
                 click.echo(line)

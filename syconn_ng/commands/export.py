@@ -17,8 +17,8 @@ def _names(values) -> list[str]:
               help="Where DEST will be served (sources in state.json); default: DEST itself for gs:// and s3://, "
                    "http://127.0.0.1:8000 for a local folder.")
 @click.option("--layers", multiple=True, metavar="NAMES",
-              help="Layers to export (repeatable or comma-separated): raw, barrier, organelles, mi, vc, sj, cells, synapses. "
-                   "Default: raw, mi, vc, sj, cells, synapses (those that exist).")
+              help="Layers to export (repeatable or comma-separated): raw, barrier, organelles, myelin, syntype, mi, vc, sj, "
+                   "cells, synapses. Default: raw, myelin, mi, vc, sj, cells, synapses (those that exist).")
 @click.option("--cells", multiple=True, metavar="IDS", help="Only these cell ids (repeatable or comma-separated).")
 @click.option("--types", multiple=True, metavar="TYPES", help="Only cells of these types, e.g. MSN,GP (added to --cells).")
 @click.option("--min-probability", type=click.FloatRange(0, 1), default=None, help="Leave out synapses below this probability.")

@@ -27,9 +27,14 @@ MYELIN_RGB = (0.75, 0.1, 0.85)  # myelinated stretches in the skeleton shader's 
 
 def skeleton_shader(myelin: bool = True) -> str:
     """Neuroglancer skeleton shader colouring by the `compartment` attribute (docs/compartments.md); with `myelin`
-    (the source has that attribute) a `color_by_myelin` checkbox switches to grey → purple by the myelin value."""
-    lines = ["#uicontrol bool color_by_myelin checkbox(default=false)", "void main() {",
-             "  if (color_by_myelin) {{ emitRGB(mix(vec3(0.8, 0.8, 0.8), vec3({}, {}, {}), clamp(myelin, 0.0, 1.0))); return; }}"
+    (the source has that attribute) a `color_by_myelin` checkbox switches to purple where a node's myelin exceeds
+    the `myelin_threshold` slider (default `[compartments] myelin_threshold`), light grey elsewhere."""
+    from syconn_ng.config import CompartmentsConfig
+
+    lines = ["#uicontrol bool color_by_myelin checkbox(default=false)",
+             f"#uicontrol float myelin_threshold slider(min=0, max=1, default={CompartmentsConfig().myelin_threshold})",
+             "void main() {",
+             "  if (color_by_myelin) {{ emitRGB(myelin > myelin_threshold ? vec3({}, {}, {}) : vec3(0.8, 0.8, 0.8)); return; }}"
              .format(*MYELIN_RGB)] if myelin else ["void main() {"]
     return "\n".join([
         *lines,
@@ -38,7 +43,6 @@ def skeleton_shader(myelin: bool = True) -> str:
         "  emitRGB(vec3(1.0, 1.0, 1.0));",
         "}",
     ])
-
 
 
 def encode_skeleton(vertices_nm: np.ndarray, edges: np.ndarray, radius_nm: np.ndarray, compartment: np.ndarray,

@@ -78,6 +78,12 @@ NO_SYNTYPE = "synapse types come from the synapse-type forest (or the [synapses]
 NO_MYELIN = "skeleton nodes get no myelin and compartments are predicted without it"
 
 
+def _calibration(info, channels) -> dict:
+    """What a layer's info records of the model's calibration: the syntype channel's symmetric-fraction threshold."""
+    t = info.training.get("symmetric_fraction")
+    return {"symmetric_fraction": t} if "syntype" in channels and t is not None else {}
+
+
 class CnnStage:
     """A CNN stage (`barrier`, `organelles`, `myelin_syntype`) for the driver (`syconn_ng.engine.run_stage`)."""
 
@@ -166,7 +172,8 @@ class CnnStage:
                          voxel_offset=bounds.start, chunk_size=analysis.config.chunking.chunk_size, num_channels=len(idx),
                          extra_info={"syconn_ng": {"stage": self.task, "channels": [info.channels[i] for i in idx],
                                                    "encoding": "probability x 255", "model": str(path),
-                                                   "model_trained_on": info.training.get("data", "")}})
+                                                   "model_trained_on": info.training.get("data", ""),
+                                                   **_calibration(info, [info.channels[i] for i in idx])}})
         if fresh:  # a channel the model no longer has must not leave a stale layer behind
             for name, _ in output_layers(self.task, TASK_CHANNELS[self.task]):
                 d = local_dir(analysis.layer_path(name))

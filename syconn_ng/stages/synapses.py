@@ -252,6 +252,16 @@ def syntype_layer(analysis) -> str:
     return path if d is None or (d / "info").is_file() else ""
 
 
+def syntype_threshold(layer: str, configured: float) -> float:
+    """The symmetric-fraction threshold of the fraction rule: `[synapses] symmetric_fraction` when set (> 0), else the
+    one calibrated with the model that wrote the syntype layer (its info), else 0.5."""
+    if configured > 0 or not layer:
+        return configured if configured > 0 else 0.5
+    from syconn_ng.layers import open_layer
+
+    return float(open_layer(layer).info.get("syconn_ng", {}).get("symmetric_fraction", 0.5))
+
+
 class SynapsesStage:
     """The `synapses` stage for the driver (`syconn_ng.engine.run_stage`)."""
 
@@ -288,6 +298,7 @@ class SynapsesStage:
 
     def params(self, analysis) -> dict:
         s = analysis.config.section_params("synapses")
+        s["symmetric_fraction"] = syntype_threshold(syntype_layer(analysis), s["symmetric_fraction"])
         return {
             "synapses": s,
             "voxel_size_nm": list(analysis.voxel_size_nm),
