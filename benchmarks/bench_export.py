@@ -129,7 +129,7 @@ def bench_annotations(syn: pd.DataFrame, voxel_size_nm, work: Path) -> dict[str,
 
 
 class LoggingServer:
-    """A static file server (CORS, Range) on 127.0.0.1 that records every request: (path, status, bytes sent)."""
+    """A static file server (CORS, Range) on 127.0.0.1 that records every request: (path, status, bytes sent, monotonic time)."""
 
     def __init__(self, root: Path):
         import tornado.web
@@ -142,7 +142,7 @@ class LoggingServer:
                 self.set_header("Access-Control-Expose-Headers", "Content-Range")
 
             def on_finish(self):
-                log.append((self.request.path, self.get_status(), int(self._headers.get("Content-Length", 0) or 0)))
+                log.append((self.request.path, self.get_status(), int(self._headers.get("Content-Length", 0) or 0), time.monotonic()))
 
         ready = threading.Event()
 
@@ -177,7 +177,7 @@ def count_requests(driver, viewer, server: LoggingServer, layer: str, position_v
         elif n > 0 and time.monotonic() - stable_since > settle_s:
             break
         time.sleep(0.2)
-    return len(server.log), sum(b for _, _, b in server.log)
+    return len(server.log), sum(e[2] for e in server.log)
 
 
 def main():

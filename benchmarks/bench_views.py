@@ -12,57 +12,25 @@ one fresh browser (cold cache) per view:
 A view counts as loaded when the server has seen no request for `--quiet-s` seconds. The server log gives
 requests and bytes per view; the ratios before / after are printed and written as JSON.
 
+Give the raw EM its scales first (`syconn-ng downsample raw --analysis ANALYSIS_DIR`), or the raw layer
+is full resolution only in both forms.
+
 Run: .venv/bin/python benchmarks/bench_views.py ANALYSIS_DIR [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import shutil
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from bench_export import LoggingServer  # benchmarks/ is the script's folder, so on sys.path (bench_export puts tests/ there)
+from browser import chromium_driver  # tests/browser.py: headless Chromium with the project's flags
+
 PLACEHOLDER = "http://bench-views.invalid"
-FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--no-first-run", "--enable-unsafe-swiftshader", "--hide-scrollbars",
-         "--force-device-scale-factor=1")
-
-
-class LoggingServer:
-    """A static file server for one folder on 127.0.0.1 that records every request (path, status, bytes sent)."""
-
-    def __init__(self, root: Path):
-        import tornado.web
-
-        self.log: list[tuple[float, str, int, int]] = []
-        log = self.log
-
-        class Handler(tornado.web.StaticFileHandler):
-            def set_default_headers(self):
-                self.set_header("Access-Control-Allow-Origin", "*")
-
-            def on_finish(self):
-                sent = int(self._headers.get("Content-Length", 0)) if self.request.method == "GET" else 0
-                log.append((time.monotonic(), self.request.path, self.get_status(), sent))
-
-        ready = threading.Event()
-
-        def run():
-            asyncio.set_event_loop(asyncio.new_event_loop())
-            app = tornado.web.Application([(r"/(.*)", Handler, {"path": str(root)})])
-            server = app.listen(0, address="127.0.0.1")
-            self.port = next(iter(server._sockets.values())).getsockname()[1]
-            ready.set()
-            asyncio.get_event_loop().run_forever()
-
-        threading.Thread(target=run, daemon=True).start()
-        if not ready.wait(10):
-            raise RuntimeError("static server did not start")
-        self.url = f"http://127.0.0.1:{self.port}"
 
 
 def make_exports(analysis: Path, work: Path) -> dict[str, Path]:
@@ -110,7 +78,7 @@ def measure(driver_factory, server: LoggingServer, state: dict, *, quiet_s: floa
         driver.get(viewer.get_viewer_url())
         while True:
             time.sleep(0.25)  # polling the server log
-            last = server.log[-1][0] if len(server.log) > start else t0
+            last = server.log[-1][3] if len(server.log) > start else t0
             if len(server.log) > start and time.monotonic() - last >= quiet_s:
                 break
             if time.monotonic() - t0 > timeout_s:
@@ -119,28 +87,13 @@ def measure(driver_factory, server: LoggingServer, state: dict, *, quiet_s: floa
         driver.quit()
     entries = server.log[start:]
     by_kind: dict[str, list[int]] = {}
-    for _, path, _, sent in entries:
+    for path, _, sent, _ in entries:
         kind = path.strip("/").split("/")[0] or "/"
         k = by_kind.setdefault(kind, [0, 0])
         k[0] += 1
         k[1] += sent
-    return {"requests": len(entries), "bytes": sum(e[3] for e in entries), "errors": sum(1 for e in entries if e[2] >= 400),
-            "seconds_to_quiet": round((entries[-1][0] if entries else t0) - t0, 2), "by_layer": by_kind}
-
-
-def chromium_factory(chromium: str, chromedriver: str, window=(1400, 1400)):
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    def make():
-        opts = webdriver.ChromeOptions()
-        opts.binary_location = chromium
-        for flag in FLAGS:
-            opts.add_argument(flag)
-        opts.add_argument(f"--window-size={window[0]},{window[1]}")
-        return webdriver.Chrome(service=Service(chromedriver), options=opts)
-
-    return make
+    return {"requests": len(entries), "bytes": sum(e[2] for e in entries), "errors": sum(1 for e in entries if e[1] >= 400),
+            "seconds_to_quiet": round((entries[-1][3] if entries else t0) - t0, 2), "by_layer": by_kind}
 
 
 def main() -> None:
@@ -149,8 +102,6 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None, help="Where the exports go (default: a temporary folder, removed).")
     ap.add_argument("--quiet-s", type=float, default=4.0, help="A view is loaded after this long without a request.")
     ap.add_argument("--timeout-s", type=float, default=300.0)
-    ap.add_argument("--chromium", default="/usr/bin/chromium")
-    ap.add_argument("--chromedriver", default="/usr/bin/chromedriver")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
 
@@ -162,7 +113,7 @@ def main() -> None:
         exports = make_exports(args.analysis, work)
         print(f"exports written in {time.perf_counter() - t0:.0f} s")
         shape = [int(v) for v in layer_box(open_layer(exports["after"] / "cells")).shape]
-        factory = chromium_factory(args.chromium, args.chromedriver)
+        factory = lambda: chromium_driver(window_size=(1400, 1400))  # noqa: E731  (a fresh browser: a cold cache)
         results = {"analysis": str(args.analysis), "shape_vx": shape, "quiet_s": args.quiet_s, "forms": {}}
         for form, dest in exports.items():
             server = LoggingServer(dest)

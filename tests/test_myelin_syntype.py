@@ -8,16 +8,21 @@ never used in training) with the bundled models, and is scored against the tissu
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from browser import chromium  # noqa: F401  (the session's browser fixture)
 from pipeline_data import cli, shared_root
 
 MYELIN_SHAPE = (160, 160, 64)
 MYELIN_SEED = 21
+TYPE_SEEDS = (31, 32, 33)  # unseen by the model and its calibration: 21 junctions at 192 x 192 x 96
 
 
 # ---------------------------------------------------------------- pure functions
@@ -214,22 +219,58 @@ def test_myelin_and_synapse_types_reach_their_floors_on_unseen_tissue(myelin_run
     assert m["nodes"]["n_myelinated"] >= 50 and m["nodes"]["accuracy"] >= 0.93 and m["nodes"]["f1"] >= 0.85, m
     assert m["nodes"]["accuracy"] > m["nodes"]["baseline"] + 0.1  # 0.96 against 0.81 for "never myelinated"
     syn = scores["synapses"]
-    assert syn["type_accuracy"] >= 0.85, syn
+    assert syn["n_matched"] >= 6 and syn["type_accuracy"] >= 0.7, syn  # 7 synapses (6 right, measured): one error allowed
     sign = scores["celltypes"]["sign"]
-    assert sign["n_cells"] >= 3, sign  # the accuracy follows the types (reported in docs/synapses.md)
+    assert sign["n_cells"] >= 4 and sign["accuracy"] >= 0.75, sign  # 5 cells (4 right); ten tissues: docs/myelin.md
 
 
-def test_a_model_without_the_syntype_channel_runs_and_says_so_once(myelin_run):
-    """The bundled model carries the myelin channel only (its type channel did not beat the type forest), as
-    an older model file would: no syntype layer, types from the forest, and one note though two stages notice."""
+@pytest.fixture(scope="session")
+def type_tissues(tmp_path_factory):
+    """Three unseen myelinated tissues with dense synapses, for the type channel's accuracy on every true junction."""
+    from filelock import FileLock
+
+    from syconn_ng.synth.generate import generate_tissue
+
+    root = shared_root(tmp_path_factory)
+    out = []
+    for seed in TYPE_SEEDS:
+        folder = root / f"type_tissue_{seed}"
+        with FileLock(str(root / f"type_tissue_{seed}.lock")):
+            if not (folder / ".complete").exists():
+                shutil.rmtree(folder, ignore_errors=True)
+                generate_tissue(folder, shape=(192, 192, 96), seed=seed, synapses_per_um3=4.0, myelin=True)
+                (folder / ".complete").write_text("ok\n")
+        out.append(folder)
+    return out
+
+
+def test_the_type_channel_tells_symmetric_from_asymmetric_junctions_of_unseen_tissue(type_tissues):
+    from sklearn.metrics import roc_auc_score
+
+    from syconn_ng.cnn.evaluate import junction_fractions
+    from syconn_ng.cnn.modelfile import bundled_model_path, read_model_info
+
+    model = bundled_model_path("myelin_syntype")
+    frac, sym = junction_fractions(model, type_tissues, device="cpu")
+    assert len(frac) >= 18 and 3 <= (~sym).sum() and 3 <= sym.sum(), (len(frac), sym.sum())
+    t = read_model_info(model)[0].training["symmetric_fraction"]
+    assert np.mean((frac > t) == sym) >= 0.85  # measured 0.90 (19 of 21)
+    assert roc_auc_score(sym, frac) >= 0.93  # measured 0.98
+    assert np.mean((frac > t) == sym) > max(sym.mean(), 1 - sym.mean()) + 0.1  # well above "all symmetric" (0.71)
+
+
+def test_the_syntype_layer_carries_the_models_calibrated_threshold_and_types_follow_it(myelin_run):
     from syconn_ng.cnn.modelfile import bundled_model_path, load_model
 
-    assert load_model(bundled_model_path("myelin_syntype"))[1].channels == ["myelin"]
-    out = (myelin_run / "run.log").read_text()
-    assert out.count("note:") == 1 and "has no syntype channel" in out, out
-    assert (myelin_run / "layers" / "myelin" / "info").is_file() and not (myelin_run / "layers" / "syntype").exists()
+    info = load_model(bundled_model_path("myelin_syntype"))[1]
+    assert info.channels == ["myelin", "syntype"] and 0 < info.training["symmetric_fraction"] < 1
+    layer = json.loads((myelin_run / "layers" / "syntype" / "info").read_text())["syconn_ng"]
+    assert layer["channels"] == ["syntype"] and layer["symmetric_fraction"] == info.training["symmetric_fraction"]
     cand = pd.read_csv(myelin_run / "tables" / "synapse_candidates.csv")
-    assert cand["symmetric_fraction"].isna().all() and set(cand["type"]) <= {"asymmetric", "symmetric"}
+    assert cand["symmetric_fraction"].notna().all()  # every candidate's type came from the syntype layer
+    sym = cand["symmetric_fraction"] > info.training["symmetric_fraction"]
+    assert (cand["type"] == np.where(sym, "symmetric", "asymmetric")).all()
+    assert "note:" not in (myelin_run / "run.log").read_text()  # nothing was missing
 
 
 def test_myelin_reaches_tables_skeletons_and_cells(myelin_run):
@@ -266,6 +307,8 @@ def test_myelin_feature_helps_the_compartments(myelin_run, myelin_tissue, tmp_pa
     without = evaluate_analysis(off, myelin_tissue, modules=("compartments",))["compartments"]
     assert with_myelin["accuracy"] >= without["accuracy"], (with_myelin["accuracy"], without["accuracy"])
     assert with_myelin["f1"]["axon"] >= without["f1"]["axon"]
+    # measured on ten unseen tissues: no label changes, the true class's probability rises on every one
+    assert with_myelin["true_class_probability"] > without["true_class_probability"], (with_myelin, without)
 
 
 # ---------------------------------------------------------------- Neuroglancer's own client draws the new layers
@@ -285,19 +328,22 @@ def test_neuroglancer_draws_the_myelin_layer_and_colours_skeletons_by_myelin(mye
     export_analysis(myelin_run, out, layers=["raw", "myelin", "cells", "synapses"], url_prefix="http://prefix.invalid")
     state = json.loads((out / "state.json").read_text().replace("http://prefix.invalid", serve_folder(out)))
     assert [layer["name"] for layer in state["layers"]] == ["raw", "myelin", "cells", "synapses"]
-    # the myelin overlay alone on black: a voxel amid full myelin shows MYELIN_RGB, one amid none shows black
+    # the myelin overlay alone: the voxel amid the most myelin shows MYELIN_RGB, one amid none shows the black
+    # background (alpha = probability: transparent there)
     myelin = read_box(vol := open_layer(out / "myelin"), layer_box(vol))[..., 0]
-    full = np.argwhere(ndimage.minimum_filter(myelin, size=(7, 7, 1)) == 255)
+    floor = ndimage.minimum_filter(myelin, size=(3, 3, 1))
+    full = np.unravel_index(np.argmax(floor), floor.shape)
     empty = np.argwhere(ndimage.maximum_filter(myelin, size=(7, 7, 1)) == 0)
-    assert len(full) and len(empty)
+    assert floor[full] >= 200 and len(empty)
     for layer in state["layers"]:
         layer["visible"] = layer["name"] == "myelin"
     state["layers"][1]["opacity"] = 1.0
     viewer = neuroglancer_viewer()
-    viewer.set_state(neuroglancer.ViewerState(dict(state, layout="xy", crossSectionScale=0.25, showAxisLines=False)))
+    viewer.set_state(neuroglancer.ViewerState(dict(state, layout="xy", crossSectionScale=0.25, showAxisLines=False,
+                                                   crossSectionBackgroundColor="#000000")))
     chromium.get(viewer.get_viewer_url())
     cx, cy = panel_centre(chromium)
-    for voxel, rgb in ((full[len(full) // 2], tuple(round(255 * c) for c in MYELIN_RGB)), (empty[len(empty) // 2], (0, 0, 0))):
+    for voxel, rgb in ((np.array(full), tuple(round(255 * c) for c in MYELIN_RGB)), (empty[len(empty) // 2], (0, 0, 0))):
         with viewer.txn() as s:
             s.position = (voxel + 0.5).tolist()
         wait_for_pixel(chromium, int(cx), int(cy), rgb, timeout=120, tolerance=8)
@@ -305,9 +351,63 @@ def test_neuroglancer_draws_the_myelin_layer_and_colours_skeletons_by_myelin(mye
     comp = pd.read_csv(myelin_run / "tables" / "compartments.csv")
     cell = int(comp.loc[comp["myelinated"] == 1].groupby("cell").size().idxmax())
     cells = state["layers"][2]
-    cells["visible"], cells["objectAlpha"], cells["segments"] = True, 0.0, [str(cell)]
+    cells["visible"], cells["segments"] = True, [str(cell)]
+    cells["source"] = [{"url": cells["source"][0], "enableDefaultSubsources": False,
+                        "subsources": {"default": True, "bounds": True, "mesh": False, "skeletons": True, "properties": True}}]
     state["layers"][1]["visible"] = False
+    nodes = pd.read_csv(myelin_run / "tables" / "nodes.csv")
+    centre = nodes.loc[nodes["cell"] == cell, ["x", "y", "z"]].mean().to_numpy()
     for by_myelin, want, other in ((True, MYELIN_RGB, COMPARTMENT_RGB[0]), (False, COMPARTMENT_RGB[0], MYELIN_RGB)):
         cells["skeletonRendering"]["shaderControls"] = {"color_by_myelin": by_myelin}
-        viewer.set_state(neuroglancer.ViewerState(dict(state, layout="3d", showSlices=False)))
+        viewer.set_state(neuroglancer.ViewerState(dict(state, layout="3d", showSlices=False, position=centre.tolist(),
+                                                       projectionScale=120)))
         wait_for_chroma(chromium, want, at_least=20, absent=other, timeout=120)
+    if os.environ.get("SYCONN_DOCS_IMG"):  # docs/myelin.md's picture: raw, myelin and a myelin-coloured skeleton
+        from browser import screenshot
+        from PIL import Image
+
+        for layer in state["layers"]:
+            layer["visible"] = layer["name"] != "synapses"
+        state["layers"][1]["opacity"] = 0.6
+        cells["skeletonRendering"]["shaderControls"] = {"color_by_myelin": True}
+        node = nodes.loc[(nodes["cell"] == cell)].iloc[len(nodes.loc[nodes["cell"] == cell]) // 2]
+        viewer.set_state(neuroglancer.ViewerState(dict(state, layout="xy-3d", position=[node.x + 0.5, node.y + 0.5, node.z + 0.5],
+                                                       crossSectionScale=0.3, projectionScale=160, showSlices=False)))
+        wait_for_chroma(chromium, MYELIN_RGB, at_least=20, timeout=120)
+        time.sleep(5)  # let the raw EM finish drawing: this picture is for people, not an assertion
+        out_dir = Path(os.environ["SYCONN_DOCS_IMG"])
+        out_dir.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(screenshot(chromium)).save(out_dir / "myelin_neuroglancer.png")
+
+
+# ---------------------------------------------------------------- an older model file
+
+def test_a_model_without_the_syntype_channel_runs_and_says_so_once(myelin_tissue, tmp_path):
+    """A myelin-only model file (as an older one would be): the pipeline writes the myelin layer, no syntype layer,
+    types from the type forest, and says so once though two stages notice."""
+    from dataclasses import replace
+
+    from syconn_ng.cnn.model import build_unet
+    from syconn_ng.cnn.modelfile import bundled_model_path, load_model, save_model
+    from syconn_ng.config import load_config, write_config
+    from syconn_ng.synth.generate import oracle_config
+
+    module, info = load_model(bundled_model_path("myelin_syntype"))
+    assert info.channels == ["myelin", "syntype"]
+    spec = replace(info.spec, out_channels=1)
+    one = build_unet(spec)  # the bundled model's myelin channel alone
+    one.load_state_dict({k: (v[:1] if k.startswith("head.") else v) for k, v in module.state_dict().items()})
+    old = save_model(tmp_path / "myelin_only.pt", one, replace(info, channels=["myelin"], spec=spec))
+
+    ana = tmp_path / "ana"
+    ana.mkdir()
+    cfg = oracle_config(myelin_tissue)
+    cfg.cnn.myelin_syntype_model = str(old)
+    write_config(cfg, ana)
+    proc = cli("run", ana, "--until", "synapses", "--workers", "2")
+    out = proc.stdout + proc.stderr
+    assert out.count("note:") == 1 and "has no syntype channel" in out, out
+    assert (ana / "layers" / "myelin" / "info").is_file() and not (ana / "layers" / "syntype").exists()
+    cand = pd.read_csv(ana / "tables" / "synapse_candidates.csv")
+    assert cand["symmetric_fraction"].isna().all() and set(cand["type"]) <= {"asymmetric", "symmetric"}
+    assert load_config(ana).cnn.myelin_syntype_model == str(old)

@@ -41,7 +41,7 @@ FLOORS = {
 OUTPUTS = {
     "barrier": (["barrier"], {}),
     "organelles": (["organelles"], {}),
-    "myelin_syntype": (["myelin"], {}),  # the bundled model has no syntype channel (docs/synapses.md)
+    "myelin_syntype": (["myelin", "syntype"], {}),
     "objects": (["mi", "vc", "sj"], {f"objects_{k}.csv": ["id", "voxels", "volume_nm3"] for k in ("mi", "vc", "sj")}),
     "hulls": (["cells"], {"nodes.csv": ["cell", "node", "x", "y", "z", "radius_nm"]}),
     "mapping": ([], {f"mapping_{k}.csv": ["object", "cell", "fraction"] for k in ("mi", "vc", "sj")}),

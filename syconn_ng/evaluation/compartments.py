@@ -1,6 +1,8 @@
 """Compartment accuracy against the synthetic truth (`truth/nodes.csv`): node accuracy, balanced accuracy
 and per-class F1 for axon / dendrite / soma (spine parts count as dendrite), the same for shaft /
-spine_head / spine_neck on the truly dendritic nodes, and the majority-class baselines."""
+spine_head / spine_neck on the truly dendritic nodes, the majority-class baselines, and the mean
+probability given to each node's true axon / dendrite / soma class (a change that moves probabilities
+without flipping a label shows there)."""
 
 from __future__ import annotations
 
@@ -43,7 +45,14 @@ def compare_nodes(truth, pred) -> dict:
     spines = scores(np.array([SPINE[v] for v in t[dend]]), np.array([SPINE.get(v, v) for v in p[dend]]), spine_classes)
     both = dend & np.isin(p, list(SPINE))  # the spine forest alone: nodes both truth and prediction call dendritic
     spines["given_dendrite"] = scores(np.array([SPINE[v] for v in t[both]]), np.array([SPINE[v] for v in p[both]]), spine_classes)
-    return {**coarse, "spines": spines, "fine_accuracy": float(np.mean(t == p)), "missing": int((p == "missing").sum())}
+    out = {**coarse, "spines": spines, "fine_accuracy": float(np.mean(t == p)), "missing": int((p == "missing").sum())}
+    if "p_axon" in m:  # P(axon), P(dendrite incl. spine parts), P(soma) of the true coarse class
+        coarse_p = {"axon": m["p_axon"], "soma": m["p_soma"],
+                    "dendrite": m["p_dendrite"] + m.get("p_spine_head", 0.0) + m.get("p_spine_neck", 0.0)}
+        true_coarse = np.array([COARSE[v] for v in t])
+        prob = np.select([true_coarse == c for c in coarse_p], [coarse_p[c].to_numpy(float) for c in coarse_p])
+        out["true_class_probability"] = float(np.nan_to_num(prob, nan=0.0).mean()) if len(prob) else float("nan")  # missing: 0
+    return out
 
 
 def evaluate(analysis_dir: Path, truth_dir: Path) -> dict:
@@ -53,5 +62,6 @@ def evaluate(analysis_dir: Path, truth_dir: Path) -> dict:
     if not table.exists():
         return {"skipped": "no tables/compartments.csv (run the 'compartments' stage)"}
     truth = pd.read_csv(Path(truth_dir) / "truth" / "nodes.csv", usecols=["cell", "node", "compartment"])
-    pred = pd.read_csv(table, usecols=["cell", "node", "compartment"])
+    columns = ["cell", "node", "compartment", "p_axon", "p_dendrite", "p_soma", "p_spine_head", "p_spine_neck"]
+    pred = pd.read_csv(table, usecols=lambda c: c in columns)
     return rounded(compare_nodes(truth, pred))
