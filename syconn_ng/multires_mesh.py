@@ -191,9 +191,18 @@ def quantize(vertices: np.ndarray, lo_nm: np.ndarray, size_nm: np.ndarray, bits:
 
 
 def encode_fragment(stored: np.ndarray, faces: np.ndarray, bits: int) -> bytes:
-    """Draco bytes of a fragment with integer positions `stored` (the range 0..2**bits-1 maps one-to-one)."""
+    """Draco bytes of a fragment with integer positions `stored` (the range 0..2**bits-1 maps one-to-one).
+
+    Triangles that quantization collapses (two corners on one stored position) are dropped: Draco refuses a
+    fragment of nothing else, and they draw nothing. A fragment left without triangles is empty (b"")."""
     import DracoPy
 
+    corners = stored[faces]  # (M, 3 corners, 3 coordinates)
+    flat = (np.all(corners[:, 0] == corners[:, 1], axis=1) | np.all(corners[:, 1] == corners[:, 2], axis=1)
+            | np.all(corners[:, 0] == corners[:, 2], axis=1))
+    faces = faces[~flat]
+    if len(faces) == 0:
+        return b""
     return DracoPy.encode(stored.astype(np.float32), faces.astype(np.uint32), quantization_bits=bits,
                           quantization_range=float(2 ** bits - 1), quantization_origin=np.zeros(3, dtype=np.float32),
                           compression_level=7)

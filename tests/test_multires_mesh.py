@@ -215,3 +215,17 @@ def test_publishing_one_cell_again_points_the_layer_back_at_the_current_legacy_m
     info = json.loads((copy / "layers" / "cells" / "info").read_text())
     assert info["mesh"] == "mesh"
     assert len(_cv(copy / "layers" / "cells").mesh.get(cell).faces) > 0
+
+
+def test_triangles_that_quantization_collapses_are_dropped_and_a_fragment_of_only_those_is_empty():
+    """A cut on the octree grid can leave a fragment of slivers thinner than one quantization step (seen on a
+    cell of `make example`); Draco refuses a fragment whose every triangle is degenerate."""
+    import DracoPy
+
+    from syconn_ng.multires_mesh import encode_fragment
+
+    stored = np.array([[0, 0, 0], [0, 0, 0], [0, 0, 1], [5, 5, 5], [6, 5, 5], [5, 6, 5]], dtype=np.uint32)
+    assert encode_fragment(stored, np.array([[0, 1, 2]]), 10) == b""
+    mesh = DracoPy.decode(encode_fragment(stored, np.array([[0, 1, 2], [3, 4, 5]]), 10))
+    assert len(mesh.faces) == 1 and sorted(map(tuple, np.asarray(mesh.points)[mesh.faces[0]].astype(int))) == [
+        (5, 5, 5), (5, 6, 5), (6, 5, 5)]
