@@ -571,9 +571,10 @@ RECIPES: dict[str, tuple[SyntheticRecipe, TrainSettings]] = {
     "barrier": (SyntheticRecipe(), TrainSettings(iterations=600, threads=1)),
     "organelles": (SyntheticRecipe(synapses_per_um3=4.0), TrainSettings(iterations=1500, threads=1)),
     # half the width: a sheath and a junction's density are local, and the stage then costs a quarter of the others
-    # a tissue holds ~10 synapses: the type channel learns from 39 of them (~400 junctions), its threshold is chosen on
-    # 30 others (~270 junctions, ~70 asymmetric); it learns slowly (its validation score dips below chance for the first ~1000 iterations, then climbs
-    # until the end), so no early stop, more patches on junctions and more validation patches
+    # a tissue holds ~10 synapses: the type channel learns from 39 of them (~400 junctions), its threshold is
+    # chosen on 30 others (~270 junctions, ~70 asymmetric); it learns slowly (its validation score dips below
+    # chance for the first ~1000 iterations, then climbs until the end), so no early stop, more patches on
+    # junctions and more validation patches
     "myelin_syntype": (SyntheticRecipe(train_seeds=[101, 102, 103, *range(105, 141)], synapses_per_um3=4.0, myelin=True,
                                        calibration_seeds=list(range(141, 171))),
                        TrainSettings(width=8, iterations=4000, patience=4000 // 25, foreground_fraction=0.7, validation_patches=24,
