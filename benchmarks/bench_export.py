@@ -134,9 +134,11 @@ class LoggingServer:
     def __init__(self, root: Path):
         import tornado.web
 
+        from syconn_ng.serve.app import StatETag
+
         log = self.log = []
 
-        class Handler(tornado.web.StaticFileHandler):
+        class Handler(StatETag, tornado.web.StaticFileHandler):
             def set_default_headers(self):
                 self.set_header("Access-Control-Allow-Origin", "*")
                 self.set_header("Access-Control-Expose-Headers", "Content-Range")

@@ -76,7 +76,9 @@ class _Server:
     def __init__(self, root: Path):
         import tornado.web
 
-        class Handler(tornado.web.StaticFileHandler):
+        from syconn_ng.serve.app import StatETag
+
+        class Handler(StatETag, tornado.web.StaticFileHandler):
             def set_default_headers(self):
                 self.set_header("Access-Control-Allow-Origin", "*")
                 self.set_header("Access-Control-Expose-Headers", "Content-Range")

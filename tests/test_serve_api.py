@@ -209,6 +209,27 @@ def test_layers_are_served_with_cors_and_range_requests(ana, start):
     assert json.loads(HTTPClient().fetch(f"{srv.url}/layers/raw/info").body)["type"] == "image"
 
 
+def test_a_shard_past_64_mib_is_served_by_range_without_hashing_and_its_etag_follows_rewrites(tmp_path, start, caplog):
+    root = synthetic_analysis(tmp_path / "ana", n_cells=3, n_synapses=4)
+    layer = root / "layers" / "big"
+    layer.mkdir(parents=True)
+    (layer / "info").write_text(json.dumps({"@type": "neuroglancer_multilod_draco", "sharding": {}}))
+    shard = layer / "0.shard"
+    with shard.open("wb") as f:  # sparse: 80 MiB on disk costs nothing, tornado's content hash stops at 64 MiB
+        f.truncate(80 << 20)
+        f.seek((80 << 20) - 8)
+        f.write(b"tailtail")
+    srv = start(root)
+    with caplog.at_level("ERROR", logger="tornado.general"):
+        resp = HTTPClient().fetch(f"{srv.url}/layers/big/0.shard", headers={"Range": "bytes=-8"})
+    assert resp.code == 206 and resp.body == b"tailtail"
+    assert not [r for r in caplog.records if "Could not open static file" in r.getMessage()]
+    first = resp.headers["Etag"]
+    shard.write_bytes(b"rewritten")
+    again = HTTPClient().fetch(f"{srv.url}/layers/big/0.shard")
+    assert again.body == b"rewritten" and again.headers["Etag"] != first
+
+
 def test_gzipped_chunk_files_are_served_under_their_plain_name(ana, start):
     import gzip
 

@@ -49,7 +49,17 @@ def served_layers(analysis) -> dict[str, Path]:
     return out
 
 
-class LayerHandler(tornado.web.StaticFileHandler):
+class StatETag:
+    """ETag from a file's size and modification time instead of tornado's hash of its whole content: that hash
+    reads the file on the event loop at its first request (a shard runs to gigabytes; past 64 MiB tornado logs an
+    error and sends none) and is cached for the process's life, so a rewritten file kept its old ETag."""
+
+    def compute_etag(self):
+        st = os.stat(self.absolute_path)
+        return f'"{st.st_size:x}-{st.st_mtime_ns:x}"'
+
+
+class LayerHandler(StatETag, tornado.web.StaticFileHandler):
     """Precomputed files of one served layer: CORS for the viewer's origin, Range requests (tornado), no caching.
 
     On a server bound beyond loopback the URL carries the token (`/t/<token>/layers/...`): the viewer's client
