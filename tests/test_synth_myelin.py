@@ -21,21 +21,31 @@ MYELIN_SHAPE, MYELIN_SEED = (128, 128, 64), 1  # a seed whose volume shows two n
 VOXEL_NM = np.array([10.0, 10.0, 20.0])
 
 # Digests (first 16 hex of sha256) of the decoded layers and the truth tables of default tissues,
-# taken with the generator as it was before myelin existed (contacts.csv: its centres to 0.1 voxel);
-# the tissue generator is deterministic.
+# taken with the generator as it was before myelin existed; the tissue generator is deterministic.
+# contacts.csv is compared by value (DEFAULT_CONTACTS): its centres are float means written to 0.01 voxel,
+# whose last digit follows numpy's summation order, so neither its bytes nor a rounding of them are stable.
 DEFAULT_DIGESTS = {
     ((64, 64, 32), 5): {
         "raw": "7fb5bdc6de899b9b", "truth/cells": "101b1f903d0337a0", "truth/barrier": "ed2a39c25d219e26",
         "truth/mi": "acfe284d47cac1c1", "truth/vc": "30e14955ebf13522", "truth/sj": "30e14955ebf13522",
-        "truth/organelles": "711bf3180e96ef14", "cells.csv": "038fdc16e2b35f3a", "contacts.csv": "093952ee6ee90dc5",
+        "truth/organelles": "711bf3180e96ef14", "cells.csv": "038fdc16e2b35f3a",
         "nodes.csv": "5b54603be8ed4373", "organelles.csv": "6a5267908b47b95d", "synapses.csv": "51fa0d4f288cf1d5",
     },
     ((96, 96, 48), 3): {
         "raw": "f54a3f0751ef0f32", "truth/cells": "f8aa986425da64b6", "truth/barrier": "c7c0a4580191f3d5",
         "truth/mi": "512d1d56e02377b0", "truth/vc": "12913acbe970f83c", "truth/sj": "4b0b67fb69076e9f",
-        "truth/organelles": "f83746e15f951434", "cells.csv": "d7d0ff4f28a3efdd", "contacts.csv": "1d1a4d3d3345636f",
+        "truth/organelles": "f83746e15f951434", "cells.csv": "d7d0ff4f28a3efdd",
         "nodes.csv": "59ffaf072637935e", "organelles.csv": "5856ba1c768445fc", "synapses.csv": "c5a3b1f804ce99d7",
     },
+}
+# (cell_a, cell_b, x, y, z, compartment_b) of the same tissues' truth/contacts.csv, before myelin existed
+DEFAULT_CONTACTS = {
+    ((64, 64, 32), 5): [],
+    ((96, 96, 48), 3): [
+        (38537, 22753, 56.15, 81.31, 39.50, "dendrite"), (14898, 11483, 45.92, 40.80, 24.94, "soma"),
+        (30930, 11483, 76.32, 82.95, 18.80, "dendrite"), (26529, 22753, 9.61, 93.26, 38.38, "dendrite"),
+        (14898, 11483, 54.94, 7.24, 22.68, "soma"),
+    ],
 }
 
 
@@ -48,9 +58,6 @@ def _digests(out) -> dict[str, str]:
     h = {name: hashlib.sha256(np.ascontiguousarray(_read(out / name)).tobytes()).hexdigest()[:16] for name in LAYERS}
     h.update({p.name: hashlib.sha256(p.read_bytes()).hexdigest()[:16] for p in sorted((out / "truth").glob("*.csv"))
               if p.name != "contacts.csv"})
-    # contact centres are float means written to 0.01 voxel, so their last digit follows numpy's summation order
-    contacts = pd.read_csv(out / "truth" / "contacts.csv").round({"x": 1, "y": 1, "z": 1})
-    h["contacts.csv"] = hashlib.sha256(contacts.to_csv(index=False).encode()).hexdigest()[:16]
     return h
 
 
@@ -108,6 +115,10 @@ def test_default_tissue_is_byte_identical_to_the_tissue_before_myelin(tmp_path, 
     out = tmp_path / "t"
     stats = generate_tissue(out, shape=shape, seed=seed, chunk_size=shape)
     assert _digests(out) == DEFAULT_DIGESTS[(shape, seed)]
+    contacts = pd.read_csv(out / "truth" / "contacts.csv")
+    expected = DEFAULT_CONTACTS[(shape, seed)]
+    assert [(int(r.cell_a), int(r.cell_b), r.compartment_b) for r in contacts.itertuples()] == [(a, b, c) for a, b, *_, c in expected]
+    assert np.allclose(contacts[["x", "y", "z"]].to_numpy(float).reshape(-1, 3), np.array([e[2:5] for e in expected], float).reshape(-1, 3), atol=0.02)
     assert not (out / "truth" / "myelin").exists() and "myelin" not in stats
     assert "myelinated" not in pd.read_csv(out / "truth" / "nodes.csv").columns
 
