@@ -144,7 +144,8 @@ class LoggingServer:
                 self.set_header("Access-Control-Expose-Headers", "Content-Range")
 
             def on_finish(self):
-                log.append((self.request.path, self.get_status(), int(self._headers.get("Content-Length", 0) or 0), time.monotonic()))
+                sent = int(self._headers.get("Content-Length", 0) or 0) if self.request.method != "HEAD" else 0  # HEAD sends no body
+                log.append((self.request.path, self.get_status(), sent, time.monotonic()))
 
         ready = threading.Event()
 
